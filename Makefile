@@ -1,0 +1,37 @@
+# Local targets for the mnist tool. Every cargo call uses the one `release` profile, so the
+# heavy Burn dependencies compile once for build, test, bench and CI alike.
+
+CARGO ?= cargo
+MNIST := $(CARGO) run --release --quiet --
+DEMO := demo
+FASHION ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: build test demo bench bench-data lint fmt clean-demo
+
+build:
+	$(CARGO) build --release
+
+test:
+	$(CARGO) test --release
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+# The whole workflow on the built-in sample: parse -> train -> stats -> infer -> image.
+demo: build
+	$(MNIST) parse --input data/mnist-sample --output $(DEMO)/csv
+	$(MNIST) train --config configs/smoke.toml --data $(DEMO)/csv --output $(DEMO)/model
+	$(MNIST) stats --model $(DEMO)/model --data $(DEMO)/csv --output $(DEMO)/stats
+	mkdir -p $(DEMO)/digits
+	head -n 16 $(DEMO)/csv/test.csv | cut -d, -f2- > $(DEMO)/digits/sample.csv
+	$(MNIST) infer --model $(DEMO)/model --input $(DEMO)/digits --output $(DEMO)/inference
+	$(MNIST) image --input $(DEMO)/inference --output $(DEMO)/images
+	@echo "demo done: the GIF is $(DEMO)/images/sample.gif"
+
+# Throughput figures on Fashion-MNIST (apt-get install dataset-fashion-mnist), one line each.
+bench: build
+	bench/run.sh "$(FASHION)"
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Throughput of the mnist stages on Fashion-MNIST, one line per figure:
+#   parse MB/s, CSV load MB/s, training samples/s (seed-mlp, mlp, cnn) and inference images/s.
+# Training runs one epoch on the first 6,400 training images (cnn: 3,200) to keep the run short.
+set -euo pipefail
+fashion=${1:-/usr/share/datasets/fashion-mnist}
+[ -d "$fashion" ] || { echo "bench: $fashion missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
+cd "$(dirname "$0")/.."
+mnist() { cargo run --release --quiet -- "$@"; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+mnist parse --input "$fashion" --output "$work/csv" 2> "$work/parse.log"
+sed -n 's/.*(\([0-9.]*\) MB\/s).*/parse_mb_per_s \1/p' "$work/parse.log"
+
+figure() { # name, regex capturing the figure, log file
+  local value
+  value=$(sed -n "s/$2/\1/p" "$3" | tail -n 1)
+  echo "$1 ${value:-?}"
+}
+
+subset() { # rows, directory
+  mkdir -p "$2"
+  head -n "$1" "$work/csv/train.csv" > "$2/train.csv"
+  head -n 1000 "$work/csv/test.csv" > "$2/test.csv"
+}
+subset 6400 "$work/small"
+subset 3200 "$work/tiny"
+
+mnist train --backend cpu --config configs/mlp.toml --data "$work/csv" --epochs 1 \
+  --output "$work/full-mlp" 2> "$work/load.log"
+figure csv_load_mb_per_s '.*CSV in [0-9.]*s, \([0-9.]*\) MB\/s.*' "$work/load.log"
+
+for net in seed-mlp mlp cnn; do
+  data="$work/small"; [ "$net" = cnn ] && data="$work/tiny"
+  mnist train --backend cpu --config "configs/$net.toml" --data "$data" --epochs 1 \
+    --output "$work/model-$net" 2> "$work/train-$net.log"
+  figure "train_${net//-/_}_samples_per_s" '^epoch 1: .*, \([0-9]*\) samples\/s$' "$work/train-$net.log"
+done
+
+cut -d, -f2- "$work/csv/test.csv" > "$work/attributes.csv"
+mnist infer --backend cpu --model "$work/model-cnn" --input "$work/attributes.csv" \
+  --output "$work/inferred" 2> "$work/infer.log"
+figure infer_cnn_images_per_s '.*(\([0-9]*\) images\/s).*' "$work/infer.log"

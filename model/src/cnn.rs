@@ -1,0 +1,138 @@
+use burn::nn::activation::Activation;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{ActivationKind, InputShape};
+
+/// A convolutional network shaped like PyTorch's MNIST example: unpadded convolutions, each
+/// followed by `activation`; one max-pool; dropout; fully connected `hidden` layers with
+/// activation and dropout; a linear output layer producing logits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnConfig {
+    /// Output channels of each convolution, input side first.
+    pub channels: Vec<usize>,
+    /// Side of the square convolution kernels.
+    #[serde(default = "default_kernel")]
+    pub kernel_size: usize,
+    /// Side (and stride) of the max-pool after the last convolution; 1 disables it.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+    /// Width of each fully connected hidden layer.
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub activation: ActivationKind,
+    /// Dropout probability after the pool.
+    #[serde(default)]
+    pub conv_dropout: f64,
+    /// Dropout probability after each hidden layer.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+fn default_kernel() -> usize {
+    3
+}
+
+fn default_pool() -> usize {
+    2
+}
+
+impl CnnConfig {
+    /// Height and width of the feature maps after the convolutions and the pool.
+    fn feature_shape(&self, input: InputShape) -> [usize; 2] {
+        let shrink = self.channels.len() * (self.kernel_size - 1);
+        [input.height, input.width].map(|side| side.saturating_sub(shrink) / self.pool.max(1))
+    }
+
+    pub fn init(&self, input: InputShape, classes: usize, device: &Device) -> Cnn {
+        let mut in_channels = 1;
+        let convs = self
+            .channels
+            .iter()
+            .map(|&out| {
+                let conv =
+                    Conv2dConfig::new([in_channels, out], [self.kernel_size; 2]).init(device);
+                in_channels = out;
+                conv
+            })
+            .collect();
+        let [height, width] = self.feature_shape(input);
+        let mut features = in_channels * height * width;
+        let hidden = self
+            .hidden
+            .iter()
+            .map(|&out| {
+                let layer = LinearConfig::new(features, out).init(device);
+                features = out;
+                layer
+            })
+            .collect();
+        let pool = self.pool.max(1);
+        Cnn {
+            convs,
+            pool: MaxPool2dConfig::new([pool; 2]).init(),
+            conv_dropout: DropoutConfig::new(self.conv_dropout).init(),
+            hidden,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            output: LinearConfig::new(features, classes).init(device),
+            activation: self.activation.init(device),
+            height: input.height,
+            width: input.width,
+        }
+    }
+
+    pub(crate) fn describe(&self, input: InputShape, classes: usize) -> String {
+        let channels: Vec<String> = self.channels.iter().map(|c| c.to_string()).collect();
+        let [height, width] = self.feature_shape(input);
+        let flat = self.channels.last().copied().unwrap_or(1) * height * width;
+        let dense: Vec<String> = std::iter::once(flat)
+            .chain(self.hidden.iter().copied())
+            .chain(std::iter::once(classes))
+            .map(|w| w.to_string())
+            .collect();
+        format!(
+            "cnn conv{}x{} 1-{} pool{} fc {} {}",
+            self.kernel_size,
+            self.kernel_size,
+            channels.join("-"),
+            self.pool,
+            dense.join("-"),
+            self.activation.name()
+        )
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Cnn {
+    convs: Vec<Conv2d>,
+    pool: MaxPool2d,
+    conv_dropout: Dropout,
+    hidden: Vec<Linear>,
+    dropout: Dropout,
+    output: Linear,
+    activation: Activation,
+    height: usize,
+    width: usize,
+}
+
+impl Cnn {
+    pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
+        let [batch, _] = images.dims();
+        let x = images.reshape([batch, 1, self.height, self.width]);
+        let x = self
+            .convs
+            .iter()
+            .fold(x, |x, conv| self.activation.forward(conv.forward(x)));
+        let x = self.conv_dropout.forward(self.pool.forward(x));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = self.hidden.iter().fold(x, |x, layer| {
+            self.dropout
+                .forward(self.activation.forward(layer.forward(x)))
+        });
+        self.output.forward(x)
+    }
+}

@@ -1,0 +1,80 @@
+//! The Burn networks of the `mnist` tool: their configurations, forward passes and weights.
+//!
+//! Nothing here knows about files on disk, command lines or training policy: a network is built
+//! from an [`Architecture`] and the shape of the data ([`InputShape`], class count), and its
+//! weights travel as burnpack bytes.
+
+mod activation;
+mod cnn;
+mod mlp;
+mod weights;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use activation::ActivationKind;
+pub use cnn::{Cnn, CnnConfig};
+pub use mlp::{Mlp, MlpConfig};
+pub use weights::{WeightsError, load_weights, save_weights};
+
+/// Height and width of the (single-channel) images a network reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl InputShape {
+    /// The 28x28 images of MNIST and Fashion-MNIST.
+    pub const MNIST: Self = Self {
+        height: 28,
+        width: 28,
+    };
+
+    pub fn pixels(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+/// Which network to build, and its hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Architecture {
+    Mlp(MlpConfig),
+    Cnn(CnnConfig),
+}
+
+impl Architecture {
+    /// Builds the network with freshly initialised parameters on `device`.
+    pub fn init(&self, input: InputShape, classes: usize, device: &Device) -> Network {
+        match self {
+            Self::Mlp(config) => Network::Mlp(config.init(input, classes, device)),
+            Self::Cnn(config) => Network::Cnn(config.init(input, classes, device)),
+        }
+    }
+
+    /// A short human-readable description, e.g. `mlp 784-256-10 relu`.
+    pub fn describe(&self, input: InputShape, classes: usize) -> String {
+        match self {
+            Self::Mlp(config) => config.describe(input, classes),
+            Self::Cnn(config) => config.describe(input, classes),
+        }
+    }
+}
+
+/// A classifier: flattened images `[batch, height * width]` in, one score per class out.
+#[derive(Module, Debug)]
+pub enum Network {
+    Mlp(Mlp),
+    Cnn(Cnn),
+}
+
+impl Network {
+    /// Class scores `[batch, classes]` for flattened images `[batch, height * width]`.
+    pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
+        match self {
+            Self::Mlp(mlp) => mlp.forward(images),
+            Self::Cnn(cnn) => cnn.forward(images),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Running a network over a dataset: batched forward passes, the loss, predictions.
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use model::Network;
+
+use crate::config::{Loss, Preprocess};
+use crate::dataset::{CLASSES, Images, Labelled};
+
+/// Images per forward pass when no gradients are kept.
+const EVAL_BATCH: usize = 1024;
+
+/// The preprocessed images `[count, pixels]` as one tensor on `device`.
+pub fn images_tensor(images: &Images, preprocess: &Preprocess, device: &Device) -> Tensor<2> {
+    let data = TensorData::new(
+        preprocess.apply(&images.pixels),
+        [images.count, images.shape.pixels()],
+    );
+    Tensor::from_data(data, device)
+}
+
+/// The labels `[count]` as one tensor on `device`.
+pub fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i32> = labels.iter().map(|&l| i32::from(l)).collect();
+    let count = labels.len();
+    Tensor::from_data(TensorData::new(labels, [count]), device)
+}
+
+/// Row indices `[len]` for `select`.
+pub fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let indices: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
+    let len = indices.len();
+    Tensor::from_data(TensorData::new(indices, [len]), device)
+}
+
+/// The training objective of `outputs` `[batch, classes]` against `targets` `[batch]`.
+pub fn loss(loss: Loss, outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    match loss {
+        Loss::CrossEntropy => {
+            burn::nn::loss::CrossEntropyLoss::new(None, &outputs.device()).forward(outputs, targets)
+        }
+        // Half the summed squared error per example, as the older Go example's update rule.
+        Loss::SquaredError => {
+            let one_hot: Tensor<2> = targets.one_hot::<2>(CLASSES).float();
+            (outputs - one_hot).square().sum_dim(1).mean() * 0.5
+        }
+    }
+}
+
+/// Number of rows of `outputs` whose highest score is the target class.
+pub fn correct(outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
+    outputs
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .equal(targets)
+        .int()
+        .sum()
+}
+
+/// The predicted class of every image.
+pub fn predict(
+    network: &Network,
+    images: &Images,
+    preprocess: &Preprocess,
+    device: &Device,
+) -> Result<Vec<u8>> {
+    let inputs = images_tensor(images, preprocess, device);
+    let mut predictions = Vec::with_capacity(images.count);
+    for start in (0..images.count).step_by(EVAL_BATCH) {
+        let len = EVAL_BATCH.min(images.count - start);
+        let outputs = network.forward(inputs.clone().narrow(0, start, len));
+        let classes = outputs.argmax(1).try_into_data()?;
+        predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+    }
+    Ok(predictions)
+}
+
+/// Loss, accuracy and predictions of a network on labelled data.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predictions: Vec<u8>,
+}
+
+pub fn evaluate(
+    network: &Network,
+    data: &Labelled,
+    preprocess: &Preprocess,
+    loss_kind: Loss,
+    device: &Device,
+) -> Result<Evaluation> {
+    let inputs = images_tensor(&data.images, preprocess, device);
+    let targets = labels_tensor(&data.labels, device);
+    let mut predictions = Vec::with_capacity(data.len());
+    let mut loss_sum = 0.0;
+    for start in (0..data.len()).step_by(EVAL_BATCH) {
+        let len = EVAL_BATCH.min(data.len() - start);
+        let outputs = network.forward(inputs.clone().narrow(0, start, len));
+        let batch_loss = loss(
+            loss_kind,
+            outputs.clone(),
+            targets.clone().narrow(0, start, len),
+        );
+        loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * len as f64;
+        let classes = outputs.argmax(1).try_into_data()?;
+        predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+    }
+    let correct = predictions
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    Ok(Evaluation {
+        loss: loss_sum / data.len().max(1) as f64,
+        accuracy: correct as f64 / data.len().max(1) as f64,
+        predictions,
+    })
+}

@@ -1,0 +1,137 @@
+//! `mnist infer`: classify attribute files (CSV rows of pixels, or PNG images) and write one
+//! inference CSV per input file: the pixels, then the predicted label.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::backend::{self, BackendChoice};
+use crate::dataset::Images;
+use crate::evaluate;
+use crate::model_dir::LoadedModel;
+use crate::output::AtomicFile;
+use crate::pixels_csv::{self, LabelColumn, RowWriter};
+use crate::png_digit;
+
+#[derive(Debug, clap::Args)]
+pub struct InferArgs {
+    /// Model directory written by `mnist train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A .csv or .png file, or a directory of them (searched recursively).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Directory to write one inference CSV per input file to.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu", env = "MNIST_BACKEND")]
+    pub backend: BackendChoice,
+}
+
+pub fn run(args: &InferArgs) -> Result<()> {
+    let backend = backend::select(args.backend)?;
+    let model = LoadedModel::load(&args.model, &backend.device)?;
+    let shape = model.card.input;
+    let inputs = input_files(&args.input)?;
+
+    // Read everything first: a bad input file fails the stage before any output is written.
+    let mut outputs: Vec<(PathBuf, usize)> = Vec::with_capacity(inputs.len());
+    let mut writers_of: HashMap<PathBuf, &Path> = HashMap::new();
+    let mut images = Images {
+        shape,
+        count: 0,
+        pixels: Vec::new(),
+    };
+    for path in &inputs {
+        let rows = if is_png(path) {
+            images.pixels.extend(png_digit::load(path, shape)?);
+            1
+        } else {
+            let csv = pixels_csv::read_unlabelled(path, shape)?;
+            images.pixels.extend(csv.pixels);
+            csv.count
+        };
+        let name = path.file_stem().unwrap_or_default();
+        let out = args.output.join(name).with_extension("csv");
+        if let Some(other) = writers_of.insert(out.clone(), path) {
+            bail!(
+                "{} and {} would both write {}",
+                other.display(),
+                path.display(),
+                out.display()
+            );
+        }
+        outputs.push((out, rows));
+        images.count += rows;
+    }
+
+    let started = Instant::now();
+    let predictions = evaluate::predict(
+        &model.network,
+        &images,
+        &model.card.config.preprocess,
+        &backend.device,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    // Outputs in input order: each input's rows are consecutive in `images`.
+    let mut first = 0;
+    for (out, rows) in outputs {
+        let mut writer = RowWriter::new(AtomicFile::create(&out)?);
+        for i in first..first + rows {
+            writer.write(images.image(i), Some((LabelColumn::Last, predictions[i])))?;
+        }
+        let mut file = writer.into_inner();
+        file.flush()?;
+        file.commit()?;
+        first += rows;
+    }
+    eprintln!(
+        "classified {} images from {} files into {} in {seconds:.3}s ({:.0} images/s)",
+        images.count,
+        inputs.len(),
+        args.output.display(),
+        images.count as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("png"))
+}
+
+fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("csv"))
+}
+
+/// `input` itself if a file, else the .csv and .png files under it, sorted.
+fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
+    if input.is_file() {
+        return Ok(vec![input.to_owned()]);
+    }
+    if !input.is_dir() {
+        bail!("{}: no such file or directory", input.display());
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![input.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if is_png(&path) || is_csv(&path) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no .csv or .png files to classify", input.display());
+    }
+    Ok(files)
+}

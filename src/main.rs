@@ -1,0 +1,65 @@
+//! `mnist`: train and serve MNIST-style image classifiers, locally or as Pachyderm stages.
+
+mod backend;
+mod config;
+mod console;
+mod dataset;
+mod evaluate;
+mod fetch;
+mod idx;
+mod image;
+mod infer;
+mod metrics;
+mod model_dir;
+mod output;
+mod parse;
+mod pixels_csv;
+mod png_digit;
+mod stats;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert IDX files (raw or gzipped, found recursively) to train.csv and test.csv.
+    Parse(parse::ParseArgs),
+    /// Train a network from a TOML config and write a model directory.
+    Train(train::TrainArgs),
+    /// Classify CSV rows or PNG images with a trained model.
+    Infer(infer::InferArgs),
+    /// Parameter statistics of a model and, with labelled data, its accuracy per class.
+    Stats(stats::StatsArgs),
+    /// Render inference CSVs as GIFs: each image scaled up with its predicted label.
+    Image(image::ImageArgs),
+    /// Download MNIST or Fashion-MNIST and verify the checksums.
+    Fetch(fetch::FetchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Parse(args) => parse::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Infer(args) => infer::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Image(args) => image::run(args),
+        Command::Fetch(args) => fetch::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! What training reports while it runs, and the sinks that receive it: the console here; the
+//! W&B logger plugs in beside it.
+
+use serde::{Deserialize, Serialize};
+
+/// Running training figures over the last `log_every` steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepMetrics {
+    pub epoch: usize,
+    /// Global step, 1-based.
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+    pub samples_per_second: f64,
+}
+
+/// The figures of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    /// `None` when the config holds no data out for validation.
+    pub validation_loss: Option<f64>,
+    pub validation_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+/// Receives what training reports. Every method has a default, so a sink takes only what it
+/// needs.
+pub trait MetricsSink {
+    /// A new step count is reached; `metrics` is `Some` every `log_every` steps, when the
+    /// running figures are read from the device.
+    fn step(&mut self, _step: usize, _metrics: Option<&StepMetrics>) {}
+    fn epoch(&mut self, _metrics: &EpochMetrics) {}
+    fn finished(&mut self, _test_accuracy: f64, _test_loss: f64) {}
+}
+
+/// Hands everything to each of several sinks.
+#[derive(Default)]
+pub struct Sinks(pub Vec<Box<dyn MetricsSink>>);
+
+impl MetricsSink for Sinks {
+    fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
+        self.0.iter_mut().for_each(|s| s.step(step, metrics));
+    }
+
+    fn epoch(&mut self, metrics: &EpochMetrics) {
+        self.0.iter_mut().for_each(|s| s.epoch(metrics));
+    }
+
+    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
+        self.0
+            .iter_mut()
+            .for_each(|s| s.finished(test_accuracy, test_loss));
+    }
+}

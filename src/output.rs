@@ -1,0 +1,74 @@
+//! Writing outputs so that a failed stage leaves nothing half-written behind: everything goes
+//! to a temporary file in the destination directory and is renamed into place when complete.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use tempfile::NamedTempFile;
+
+/// A file being written; it appears under its final name only on [`AtomicFile::commit`].
+pub struct AtomicFile {
+    path: PathBuf,
+    writer: BufWriter<NamedTempFile>,
+}
+
+impl AtomicFile {
+    pub fn create(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
+        let temp = NamedTempFile::new_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        Ok(Self {
+            path,
+            writer: BufWriter::with_capacity(1 << 20, temp),
+        })
+    }
+
+    /// Flushes, syncs and renames the file to its final name.
+    pub fn commit(self) -> Result<()> {
+        let temp = self
+            .writer
+            .into_inner()
+            .map_err(|err| err.into_error())
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        temp.persist(&self.path)
+            .with_context(|| format!("renaming into {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.commit()
+}
+
+/// Writes `value` as pretty JSON (with a final newline) to `path` atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(value)?;
+    json.push(b'\n');
+    write_file(path, &json)
+}

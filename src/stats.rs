@@ -1,0 +1,285 @@
+//! `mnist stats`: what a trained model is made of (parameter statistics per layer) and, with
+//! labelled data, how well it does per class.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::backend::{self, BackendChoice};
+use crate::dataset::{CLASSES, Splits};
+use crate::evaluate;
+use crate::model_dir::LoadedModel;
+use crate::output;
+
+/// Weights closer to zero than this count as near-zero.
+const NEAR_ZERO: f64 = 1e-3;
+
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Model directory written by `mnist train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Labelled data (test.csv, or the IDX files) to measure accuracy on; its test part is used.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Directory to write stats.json to.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu", env = "MNIST_BACKEND")]
+    pub backend: BackendChoice,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub model: String,
+    pub parameters: usize,
+    pub layers: Vec<LayerStats>,
+    pub evaluation: Option<ClassStats>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerStats {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub count: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub l2_norm: f64,
+    pub near_zero_share: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassStats {
+    pub data: String,
+    pub examples: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+    pub per_class: Vec<ClassFigures>,
+    /// `confusion[actual][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+    pub worst_class: usize,
+    pub worst_class_error: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassFigures {
+    pub class: usize,
+    pub support: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+pub fn run(args: &StatsArgs) -> Result<()> {
+    let backend = backend::select(args.backend)?;
+    let model = LoadedModel::load(&args.model, &backend.device)?;
+    let evaluation = match &args.data {
+        Some(dir) => {
+            let test = Splits::load(dir)?.test;
+            let eval = evaluate::evaluate(
+                &model.network,
+                &test,
+                &model.card.config.preprocess,
+                model.card.config.training.loss,
+                &backend.device,
+            )?;
+            Some(class_stats(
+                dir.display().to_string(),
+                &test.labels,
+                &eval.predictions,
+                eval.loss,
+            ))
+        }
+        None => None,
+    };
+    let stats = Stats {
+        model: model.card.summary.clone(),
+        parameters: model.network.num_params(),
+        layers: layer_stats(&model.network)?,
+        evaluation,
+    };
+    output::write_json(&args.output.join("stats.json"), &stats)?;
+    print!("{}", table(&stats));
+    Ok(())
+}
+
+fn layer_stats(network: &impl Module) -> Result<Vec<LayerStats>> {
+    struct Collector {
+        path: Vec<String>,
+        layers: Vec<(String, Vec<usize>, Result<Vec<f32>>)>,
+    }
+    impl ModuleVisitor for Collector {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            // Enum variants and the top-level struct add nothing a reader needs.
+            if !container_type.starts_with("Enum") {
+                self.path.push(name.to_owned());
+            }
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            if !container_type.starts_with("Enum") {
+                self.path.pop();
+            }
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let tensor = param.val();
+            let shape = tensor.dims().to_vec();
+            let values = tensor
+                .try_into_data()
+                .map_err(anyhow::Error::from)
+                .and_then(|data| {
+                    data.try_into_vec::<f32>()
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))
+                });
+            self.layers.push((self.path.join("."), shape, values));
+        }
+    }
+    let mut collector = Collector {
+        path: Vec::new(),
+        layers: Vec::new(),
+    };
+    network.visit(&mut collector);
+    collector
+        .layers
+        .into_iter()
+        .map(|(name, shape, values)| {
+            let values = values?;
+            let count = values.len().max(1) as f64;
+            let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+            let var = values
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / count;
+            Ok(LayerStats {
+                name,
+                count: values.len(),
+                shape,
+                mean,
+                std: var.sqrt(),
+                min: values.iter().copied().fold(f32::INFINITY, f32::min).into(),
+                max: values
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max)
+                    .into(),
+                l2_norm: values
+                    .iter()
+                    .map(|&v| f64::from(v).powi(2))
+                    .sum::<f64>()
+                    .sqrt(),
+                near_zero_share: values
+                    .iter()
+                    .filter(|v| f64::from(v.abs()) < NEAR_ZERO)
+                    .count() as f64
+                    / count,
+            })
+        })
+        .collect()
+}
+
+fn class_stats(data: String, labels: &[u8], predictions: &[u8], loss: f64) -> ClassStats {
+    let mut confusion = vec![vec![0usize; CLASSES]; CLASSES];
+    for (&actual, &predicted) in labels.iter().zip(predictions) {
+        confusion[usize::from(actual)][usize::from(predicted)] += 1;
+    }
+    let ratio = |num: usize, den: usize| {
+        if den == 0 {
+            0.0
+        } else {
+            num as f64 / den as f64
+        }
+    };
+    let per_class: Vec<ClassFigures> = (0..CLASSES)
+        .map(|class| {
+            let hits = confusion[class][class];
+            let support: usize = confusion[class].iter().sum();
+            let predicted: usize = confusion.iter().map(|row| row[class]).sum();
+            let precision = ratio(hits, predicted);
+            let recall = ratio(hits, support);
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            ClassFigures {
+                class,
+                support,
+                precision,
+                recall,
+                f1,
+            }
+        })
+        .collect();
+    let worst = per_class
+        .iter()
+        .filter(|c| c.support > 0)
+        .min_by(|a, b| a.recall.total_cmp(&b.recall));
+    let correct: usize = (0..CLASSES).map(|c| confusion[c][c]).sum();
+    ClassStats {
+        data,
+        examples: labels.len(),
+        accuracy: ratio(correct, labels.len()),
+        loss,
+        worst_class: worst.map_or(0, |c| c.class),
+        worst_class_error: worst.map_or(0.0, |c| 1.0 - c.recall),
+        per_class,
+        confusion,
+    }
+}
+
+/// The summary printed on stdout.
+fn table(stats: &Stats) -> String {
+    let mut out = format!("{}: {} parameters\n\n", stats.model, stats.parameters);
+    out += &format!(
+        "{:<24} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
+        "layer", "shape", "mean", "std", "min", "max", "l2", "near-0"
+    );
+    for l in &stats.layers {
+        let shape: Vec<String> = l.shape.iter().map(|d| d.to_string()).collect();
+        out += &format!(
+            "{:<24} {:>14} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>10.3} {:>8.1}%\n",
+            l.name,
+            shape.join("x"),
+            l.mean,
+            l.std,
+            l.min,
+            l.max,
+            l.l2_norm,
+            100.0 * l.near_zero_share
+        );
+    }
+    if let Some(e) = &stats.evaluation {
+        out += &format!(
+            "\n{} examples from {}: accuracy {:.2}%, loss {:.4}\n\n",
+            e.examples,
+            e.data,
+            100.0 * e.accuracy,
+            e.loss
+        );
+        out += &format!(
+            "{:>5} {:>8} {:>10} {:>8} {:>8}\n",
+            "class", "support", "precision", "recall", "f1"
+        );
+        for c in &e.per_class {
+            out += &format!(
+                "{:>5} {:>8} {:>9.2}% {:>7.2}% {:>8.3}\n",
+                c.class,
+                c.support,
+                100.0 * c.precision,
+                100.0 * c.recall,
+                c.f1
+            );
+        }
+        out += &format!(
+            "\nworst class: {} ({:.2}% error)\n",
+            e.worst_class,
+            100.0 * e.worst_class_error
+        );
+    }
+    out
+}

@@ -1,0 +1,380 @@
+//! `mnist train`: a config and data in, a model directory out.
+
+mod checkpoint;
+mod optimizer;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use model::Network;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::backend::{self, BackendChoice};
+use crate::config::TrainConfig;
+use crate::console::Console;
+use crate::dataset::{CLASSES, Labelled, Splits};
+use crate::evaluate::{self, Evaluation};
+use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
+use crate::model_dir::{
+    self, BackendInfo, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo,
+};
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Training config (TOML), e.g. configs/cnn.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Directory with train.csv and test.csv, or the IDX files. Default: the built-in sample.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Model directory to write.
+    #[arg(long, default_value = "model")]
+    pub output: PathBuf,
+    /// Override training.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override training.batch_size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Override optimizer.lr.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override training.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from the latest checkpoint in the output directory.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, value_enum, default_value = "cpu", env = "MNIST_BACKEND")]
+    pub backend: BackendChoice,
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<TrainConfig> {
+        let mut config = TrainConfig::load(&self.config)?;
+        let training = &mut config.training;
+        training.epochs = self.epochs.unwrap_or(training.epochs);
+        training.batch_size = self.batch_size.unwrap_or(training.batch_size);
+        training.seed = self.seed.unwrap_or(training.seed);
+        if let Some(lr) = self.lr {
+            config.optimizer.set_lr(lr);
+        }
+        config.validate().context("command-line override")?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let config = args.config()?;
+    let splits = match &args.data {
+        Some(dir) => Splits::load(dir)?,
+        None => Splits::bundled_sample()?,
+    };
+    let backend = backend::select(args.backend)?;
+    let model = train(
+        &config,
+        &splits,
+        &backend.device,
+        &backend.info,
+        &args.output,
+        args.resume,
+    )?;
+    eprintln!(
+        "wrote {} (test accuracy {:.2}%)",
+        args.output.display(),
+        100.0 * model.metrics.test_accuracy
+    );
+    Ok(())
+}
+
+/// Trains `config` on `splits` and writes the model directory `out`.
+pub fn train(
+    config: &TrainConfig,
+    splits: &Splits,
+    device: &Device,
+    backend: &BackendInfo,
+    out: &Path,
+    resume: bool,
+) -> Result<ModelCard> {
+    let t = &config.training;
+    let input = splits.train.images.shape;
+    let (train, validation) = hold_out(&splits.train, t.validation_split, t.seed);
+    anyhow::ensure!(!train.is_empty(), "{}: no training data", splits.source);
+
+    let device = device.clone().autodiff();
+    device.seed(t.seed);
+    let mut network = config.model.init(input, CLASSES, &device);
+    let mut optimizer = optimizer::build(&config.optimizer);
+    let mut history = Vec::new();
+    let mut seconds_before = 0.0;
+    let checkpoints = model_dir::checkpoints_dir(out);
+    let mut resumed_from_epoch = None;
+    if resume {
+        match checkpoint::latest(&checkpoints, input, CLASSES, optimizer.clone(), &device)? {
+            Some(ckpt) => {
+                anyhow::ensure!(
+                    ckpt.state.config.model == config.model
+                        && ckpt.state.config.preprocess == config.preprocess,
+                    "{}: the checkpoint was trained with another model or preprocessing",
+                    checkpoints.display()
+                );
+                eprintln!("resuming after epoch {}", ckpt.state.epoch);
+                resumed_from_epoch = Some(ckpt.state.epoch);
+                network = ckpt.network;
+                optimizer = ckpt.optimizer;
+                history = ckpt.state.history;
+                seconds_before = ckpt.state.seconds;
+            }
+            None => eprintln!(
+                "no checkpoint in {}: starting afresh",
+                checkpoints.display()
+            ),
+        }
+    }
+
+    eprintln!(
+        "training {} ({} parameters) on {} images from {} ({} held out for validation, {} test), seed {}",
+        config.model.describe(input, CLASSES),
+        network.num_params(),
+        train.len(),
+        splits.source,
+        validation.len(),
+        splits.test.len(),
+        t.seed
+    );
+
+    let inputs = evaluate::images_tensor(&train.images, &config.preprocess, &device);
+    let targets = evaluate::labels_tensor(&train.labels, &device);
+    let steps_per_epoch = train.len().div_ceil(t.batch_size);
+    let total_steps = steps_per_epoch * t.epochs;
+    let first_epoch = history.len() + 1;
+    let console = Console::new(total_steps, (first_epoch - 1) * steps_per_epoch);
+    let mut sinks = Sinks(vec![Box::new(console)]);
+    let started = Instant::now();
+
+    for epoch in first_epoch..=t.epochs {
+        let epoch_started = Instant::now();
+        device.seed(t.seed.wrapping_add(epoch as u64));
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(t.seed ^ (epoch as u64) << 32));
+        let mut window = Window::new(&device);
+        let mut epoch_totals = (0.0, 0usize, 0usize);
+        for (i, batch) in order.chunks(t.batch_size).enumerate() {
+            let step = (epoch - 1) * steps_per_epoch + i + 1;
+            let lr = config.schedule.lr(
+                config.optimizer.lr(),
+                step - 1,
+                steps_per_epoch,
+                total_steps,
+            );
+            let indices = evaluate::index_tensor(batch, &device);
+            let x = inputs.clone().select(0, indices.clone());
+            let y = targets.clone().select(0, indices);
+            let outputs = network.forward(x);
+            let loss = evaluate::loss(t.loss, outputs.clone(), y.clone());
+            window.add(&loss, outputs.detach(), y, batch.len());
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            network = optimizer.step(lr, network, grads);
+
+            let report = step % t.log_every == 0 || i + 1 == steps_per_epoch;
+            let metrics = if report {
+                let (loss_sum, correct, samples, seconds) = window.read()?;
+                epoch_totals.0 += loss_sum;
+                epoch_totals.1 += correct;
+                epoch_totals.2 += samples;
+                Some(StepMetrics {
+                    epoch,
+                    step,
+                    steps_per_epoch,
+                    loss: loss_sum / samples as f64,
+                    accuracy: correct as f64 / samples as f64,
+                    lr,
+                    samples_per_second: samples as f64 / seconds.max(1e-9),
+                })
+            } else {
+                None
+            };
+            sinks.step(step, metrics.as_ref());
+        }
+
+        let evaluation = (!validation.is_empty())
+            .then(|| {
+                evaluate::evaluate(
+                    &network.valid(),
+                    &validation,
+                    &config.preprocess,
+                    t.loss,
+                    &device,
+                )
+            })
+            .transpose()?;
+        let seconds = epoch_started.elapsed().as_secs_f64();
+        let (loss_sum, correct, samples) = epoch_totals;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / samples as f64,
+            train_accuracy: correct as f64 / samples as f64,
+            validation_loss: evaluation.as_ref().map(|e| e.loss),
+            validation_accuracy: evaluation.as_ref().map(|e| e.accuracy),
+            seconds,
+            samples_per_second: samples as f64 / seconds,
+        };
+        sinks.epoch(&metrics);
+        history.push(metrics);
+        let state = checkpoint::CheckpointState {
+            epoch,
+            config: config.clone(),
+            history: history.clone(),
+            seconds: seconds_before + started.elapsed().as_secs_f64(),
+        };
+        checkpoint::save(&checkpoints, &state, &network, &optimizer)?;
+    }
+
+    let network = network.valid();
+    let test = evaluate::evaluate(&network, &splits.test, &config.preprocess, t.loss, &device)?;
+    sinks.finished(test.accuracy, test.loss);
+    let seconds = seconds_before + started.elapsed().as_secs_f64();
+    let card = card(
+        config,
+        splits,
+        &train,
+        &validation,
+        &network,
+        backend,
+        &history,
+        &test,
+        seconds,
+        resumed_from_epoch,
+    );
+    write_model_dir(out, &network, &card, &history, &test)?;
+    Ok(card)
+}
+
+/// Splits off a seeded random `share` of `data` for validation.
+fn hold_out(data: &Labelled, share: f64, seed: u64) -> (Labelled, Labelled) {
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let held = (data.len() as f64 * share).round() as usize;
+    let (validation, train) = order.split_at(held);
+    let mut train = train.to_vec();
+    train.sort_unstable();
+    (data.select(&train), data.select(validation))
+}
+
+/// Loss and correct predictions summed on the device between two reads, so that training
+/// does not wait for the device at every step.
+struct Window {
+    loss: Tensor<1>,
+    correct: Tensor<1, Int>,
+    samples: usize,
+    since: Instant,
+}
+
+impl Window {
+    fn new(device: &Device) -> Self {
+        Self {
+            loss: Tensor::zeros([1], device),
+            correct: Tensor::zeros([1], device),
+            samples: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, loss: &Tensor<1>, outputs: Tensor<2>, targets: Tensor<1, Int>, len: usize) {
+        self.loss = self.loss.clone() + loss.clone().detach() * len as f32;
+        self.correct = self.correct.clone() + evaluate::correct(outputs, targets);
+        self.samples += len;
+    }
+
+    /// Summed loss, correct count, samples and seconds since the last read; then starts anew.
+    fn read(&mut self) -> Result<(f64, usize, usize, f64)> {
+        let loss = f64::from(self.loss.clone().try_into_scalar::<f32>()?);
+        let correct = self.correct.clone().try_into_scalar::<i64>()? as usize;
+        let read = (
+            loss,
+            correct,
+            self.samples,
+            self.since.elapsed().as_secs_f64(),
+        );
+        *self = Self::new(&self.loss.device());
+        Ok(read)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn card(
+    config: &TrainConfig,
+    splits: &Splits,
+    train: &Labelled,
+    validation: &Labelled,
+    network: &Network,
+    backend: &BackendInfo,
+    history: &[EpochMetrics],
+    test: &Evaluation,
+    seconds: f64,
+    resumed_from_epoch: Option<usize>,
+) -> ModelCard {
+    let last = history.last();
+    let samples: usize = train.len() * history.len();
+    ModelCard {
+        summary: config.model.describe(train.images.shape, CLASSES),
+        parameters: network.num_params(),
+        input: train.images.shape,
+        classes: CLASSES,
+        config: config.clone(),
+        dataset: DatasetInfo {
+            source: splits.source.clone(),
+            train: train.len(),
+            validation: validation.len(),
+            test: splits.test.len(),
+        },
+        backend: backend.clone(),
+        training: TrainingInfo {
+            epochs: history.len(),
+            steps: history.len() * train.len().div_ceil(config.training.batch_size),
+            seed: config.training.seed,
+            seconds,
+            samples_per_second: samples as f64 / seconds.max(1e-9),
+            resumed_from_epoch,
+        },
+        metrics: FinalMetrics {
+            train_loss: last.map_or(f64::NAN, |m| m.train_loss),
+            train_accuracy: last.map_or(f64::NAN, |m| m.train_accuracy),
+            validation_loss: last.and_then(|m| m.validation_loss),
+            validation_accuracy: last.and_then(|m| m.validation_accuracy),
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+        },
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+fn write_model_dir(
+    out: &Path,
+    network: &Network,
+    card: &ModelCard,
+    history: &[EpochMetrics],
+    test: &Evaluation,
+) -> Result<()> {
+    output::write_file(
+        &out.join(model_dir::WEIGHTS),
+        &model::save_weights(network)?,
+    )?;
+    output::write_json(
+        &out.join(model_dir::METRICS),
+        &MetricsFile {
+            epochs: history.to_vec(),
+            test_loss: test.loss,
+            test_accuracy: test.accuracy,
+            backend: card.backend.clone(),
+        },
+    )?;
+    // The card last: its presence marks a complete model directory.
+    output::write_json(&out.join(model_dir::CARD), card)
+}

@@ -1,0 +1,324 @@
+//! Every kind of bad input gets a message naming the file and the place in it, a non-zero
+//! exit and no output.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use common::*;
+
+/// A directory with the four sample IDX files, raw, with `edit` applied to one of them.
+fn idx_dir(file: &str, edit: impl FnOnce(&mut Vec<u8>)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        let mut bytes = gunzip(&sample_dir().join(format!("{name}.gz")));
+        if name == file {
+            edit(&mut bytes);
+        }
+        fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    dir
+}
+
+fn parse_fails(input: &Path) -> (String, Vec<String>) {
+    let out = tempfile::tempdir().unwrap();
+    let err = fails(
+        mnist()
+            .args(["parse", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(out.path()),
+    );
+    (err, listing(out.path()))
+}
+
+#[test]
+fn truncated_idx_names_the_file_and_the_byte_offset() {
+    let dir = idx_dir("t10k-images-idx3-ubyte", |b| {
+        b.truncate(16 + 784 * 500 + 100)
+    });
+    let (err, outputs) = parse_fails(dir.path());
+    assert!(
+        err.contains("t10k-images-idx3-ubyte: truncated at byte 392116"),
+        "{err}"
+    );
+    assert!(err.contains("record 501 of 1000"), "{err}");
+    assert!(outputs.is_empty(), "left behind {outputs:?}");
+}
+
+#[test]
+fn wrong_magic_is_reported_with_both_numbers() {
+    let dir = idx_dir("train-labels-idx1-ubyte", |b| b[3] = 0x03);
+    let (err, outputs) = parse_fails(dir.path());
+    assert!(
+        err.contains(
+            "train-labels-idx1-ubyte: wrong magic number 0x00000803 at byte 0, expected 0x00000801"
+        ),
+        "{err}"
+    );
+    assert!(outputs.is_empty());
+}
+
+#[test]
+fn image_and_label_counts_must_agree() {
+    let dir = idx_dir("t10k-labels-idx1-ubyte", |b| {
+        b[4..8].copy_from_slice(&999u32.to_be_bytes());
+        b.pop();
+    });
+    let (err, outputs) = parse_fails(dir.path());
+    assert!(err.contains("holds 1000 images but"), "{err}");
+    assert!(
+        err.contains("t10k-labels-idx1-ubyte holds 999 labels"),
+        "{err}"
+    );
+    assert!(outputs.is_empty());
+}
+
+#[test]
+fn trailing_bytes_are_an_error() {
+    let dir = idx_dir("train-labels-idx1-ubyte", |b| b.push(7));
+    let (err, _) = parse_fails(dir.path());
+    assert!(
+        err.contains(
+            "train-labels-idx1-ubyte: unexpected data after the last record, at byte 4008"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_gzip_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(sample_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let target = dir.path().join("train-images-idx3-ubyte.gz");
+    let mut bytes = fs::read(&target).unwrap();
+    for b in &mut bytes[2000..2100] {
+        *b ^= 0x5a;
+    }
+    fs::write(&target, bytes).unwrap();
+    let (err, outputs) = parse_fails(dir.path());
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz: corrupt gzip data after"),
+        "{err}"
+    );
+    assert!(outputs.is_empty());
+}
+
+#[test]
+fn empty_and_missing_input_directories() {
+    let empty = tempfile::tempdir().unwrap();
+    let (err, _) = parse_fails(empty.path());
+    assert!(err.contains("no train-images file found"), "{err}");
+    let (err, _) = parse_fails(&empty.path().join("nowhere"));
+    assert!(err.contains("nowhere"), "{err}");
+}
+
+/// A data directory with a train.csv of the given text (and a valid test.csv).
+fn csv_data(train: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("train.csv"), train).unwrap();
+    let row = std::iter::once("3".to_string())
+        .chain((0..784).map(|i| (i % 256).to_string()))
+        .collect::<Vec<_>>()
+        .join(",");
+    fs::write(dir.path().join("test.csv"), format!("{row}\n")).unwrap();
+    dir
+}
+
+fn row(label: &str, pixels: usize, bad: Option<(usize, &str)>) -> String {
+    let mut fields: Vec<String> = std::iter::once(label.to_string())
+        .chain((0..pixels).map(|i| (i % 200).to_string()))
+        .collect();
+    if let Some((at, value)) = bad {
+        fields[at] = value.to_string();
+    }
+    fields.join(",") + "\n"
+}
+
+fn train_fails(data: &Path) -> (String, Vec<String>) {
+    let out = tempfile::tempdir().unwrap();
+    let model = out.path().join("model");
+    let err = fails(
+        mnist()
+            .args(["train", "--config"])
+            .arg(config("smoke.toml"))
+            .arg("--data")
+            .arg(data)
+            .arg("--output")
+            .arg(&model),
+    );
+    (err, listing(&model))
+}
+
+#[test]
+fn csv_with_wrong_column_count() {
+    let data = csv_data(&(row("1", 784, None) + &row("2", 780, None)));
+    let (err, outputs) = train_fails(data.path());
+    assert!(
+        err.contains("train.csv:2: expected 785 fields (a label and 784 pixels), found 781"),
+        "{err}"
+    );
+    assert!(outputs.is_empty());
+}
+
+#[test]
+fn csv_with_a_non_integer() {
+    let data = csv_data(&(row("1", 784, None).repeat(2) + &row("2", 784, Some((17, "12.5")))));
+    let (err, _) = train_fails(data.path());
+    assert!(
+        err.contains("train.csv:3: field 18: expected an integer 0..255, found \"12.5\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn csv_with_a_pixel_out_of_range() {
+    let data = csv_data(&row("1", 784, Some((5, "256"))));
+    let (err, _) = train_fails(data.path());
+    assert!(
+        err.contains("train.csv:1: field 6: expected an integer 0..255, found \"256\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn csv_with_a_label_out_of_range() {
+    let data = csv_data(&(row("1", 784, None) + &row("10", 784, None)));
+    let (err, _) = train_fails(data.path());
+    assert!(
+        err.contains("train.csv:2: label 10 out of range 0..9"),
+        "{err}"
+    );
+}
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn smoke_with(from: &str, to: &str) -> tempfile::NamedTempFile {
+    let text = fs::read_to_string(config("smoke.toml")).unwrap();
+    assert!(text.contains(from));
+    write_config(&text.replace(from, to))
+}
+
+fn train_with_config(config: &Path) -> (String, Vec<String>) {
+    let out = tempfile::tempdir().unwrap();
+    let err = fails(
+        mnist()
+            .args(["train", "--config"])
+            .arg(config)
+            .arg("--output")
+            .arg(out.path()),
+    );
+    (err, listing(out.path()))
+}
+
+#[test]
+fn unknown_config_key_names_the_key_and_line() {
+    let config = smoke_with("batch_size = 64", "batch_size = 64\nbatch_sise = 32");
+    let (err, outputs) = train_with_config(config.path());
+    assert!(err.contains(&config.path().display().to_string()), "{err}");
+    assert!(err.contains("unknown field `batch_sise`"), "{err}");
+    assert!(err.contains("line 22"), "{err}");
+    assert!(outputs.is_empty());
+
+    let config = smoke_with("channels = [8]", "channels = [8]\nchanels = [4]");
+    let (err, _) = train_with_config(config.path());
+    assert!(err.contains("unknown field `chanels`"), "{err}");
+}
+
+#[test]
+fn invalid_config_values_name_the_key() {
+    let config = smoke_with("batch_size = 64", "batch_size = 0");
+    let (err, _) = train_with_config(config.path());
+    assert!(
+        err.contains("training.batch_size: must be at least 1"),
+        "{err}"
+    );
+
+    let config = smoke_with("kind = \"adam\"", "kind = \"adagrad\"");
+    let (err, _) = train_with_config(config.path());
+    assert!(err.contains("unknown variant `adagrad`"), "{err}");
+
+    let config = smoke_with("batch_size = 64", "batch_size = \"64\"");
+    let (err, _) = train_with_config(config.path());
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn missing_and_corrupt_model_directories() {
+    let out = tempfile::tempdir().unwrap();
+    let input = sample_dir();
+    let infer = |model: &Path| {
+        fails(
+            mnist()
+                .args(["stats", "--model"])
+                .arg(model)
+                .arg("--data")
+                .arg(&input)
+                .arg("--output")
+                .arg(out.path()),
+        )
+    };
+    let err = infer(&out.path().join("missing"));
+    assert!(err.contains("missing: no such model directory"), "{err}");
+
+    let model = tempfile::tempdir().unwrap();
+    train_smoke(model.path());
+    let card = model.path().join("model.json");
+    let text = fs::read_to_string(&card).unwrap();
+    fs::write(&card, &text[..text.len() / 2]).unwrap();
+    let err = infer(model.path());
+    assert!(
+        err.contains("model.json: invalid model card: EOF while parsing"),
+        "{err}"
+    );
+
+    // A card describing another architecture than its weights.
+    fs::write(
+        &card,
+        text.replace(
+            "\"hidden\": [\n        32\n      ]",
+            "\"hidden\": [\n        33\n      ]",
+        ),
+    )
+    .unwrap();
+    let err = infer(model.path());
+    assert!(
+        err.contains("model.bpk: weights do not fit the cnn"),
+        "{err}"
+    );
+    assert!(listing(out.path()).is_empty());
+}
+
+#[test]
+fn a_png_that_is_not_a_png() {
+    let model = tempfile::tempdir().unwrap();
+    train_smoke(model.path());
+    let input = tempfile::tempdir().unwrap();
+    fs::write(input.path().join("seven.png"), b"GIF89a not a png").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = fails(
+        mnist()
+            .args(["infer", "--model"])
+            .arg(model.path())
+            .arg("--input")
+            .arg(input.path())
+            .arg("--output")
+            .arg(out.path()),
+    );
+    assert!(err.contains("seven.png: not a valid PNG image"), "{err}");
+    assert!(listing(out.path()).is_empty());
+}

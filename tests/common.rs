@@ -1,0 +1,85 @@
+//! Helpers shared by the end-to-end tests: the binary, the sample data, scratch directories.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub fn mnist() -> Command {
+    let mut cmd = Command::cargo_bin("mnist").expect("the mnist binary is built");
+    cmd.env("CI", "true").env_remove("MNIST_BACKEND");
+    cmd
+}
+
+pub fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample")
+}
+
+pub fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name)
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `cmd`, expecting failure, and returns its stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let output = cmd.output().expect("runs");
+    assert!(
+        !output.status.success(),
+        "expected failure, got success; stderr:\n{}",
+        stderr(&output)
+    );
+    stderr(&output)
+}
+
+/// Runs `cmd`, expecting success, and returns its stderr.
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let output = cmd.output().expect("runs");
+    assert!(
+        output.status.success(),
+        "expected success; stderr:\n{}",
+        stderr(&output)
+    );
+    output
+}
+
+/// Files directly in `dir`, by name.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Trains the smoke config on the built-in sample into `dir` (once per test that needs it).
+pub fn train_smoke(dir: &Path) {
+    succeeds(
+        mnist()
+            .args(["train", "--config"])
+            .arg(config("smoke.toml"))
+            .arg("--output")
+            .arg(dir),
+    );
+}
+
+/// Decompresses a gzipped sample file.
+pub fn gunzip(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("sample file"))
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
