@@ -12,11 +12,11 @@ build:
 	$(CARGO) build --release
 
 test:
-	$(CARGO) test --release
+	$(CARGO) test --release --workspace
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 # The whole workflow on the built-in sample: parse -> train -> stats -> infer -> image.
 demo: build

@@ -19,14 +19,15 @@ pub struct TrainConfig {
     pub schedule: Schedule,
 }
 
-/// How pixels 0..255 become network inputs.
+/// How pixels 0..255 become network inputs. (Variants without data are written as empty
+/// structs: serde ignores unknown keys beside the tag of a unit variant.)
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Preprocess {
     /// Any ink is 1, background 0 (the older Go example).
-    Binarize,
+    Binarize {},
     /// `pixel / 255`.
-    Scale,
+    Scale {},
     /// `(pixel / 255 - mean) / std`.
     Standardize { mean: f32, std: f32 },
 }
@@ -37,8 +38,8 @@ impl Preprocess {
         std::array::from_fn(|pixel| {
             let value = pixel as f32 / 255.0;
             match *self {
-                Self::Binarize => f32::from(u8::from(pixel > 0)),
-                Self::Scale => value,
+                Self::Binarize {} => f32::from(u8::from(pixel > 0)),
+                Self::Scale {} => value,
                 Self::Standardize { mean, std } => (value - mean) / std,
             }
         })
@@ -152,13 +153,15 @@ impl Optimizer {
 }
 
 /// The learning rate over the run, from the optimizer's `lr`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
-    #[default]
-    Constant,
+    Constant {},
     /// Multiply by `gamma` every `every_epochs` epochs.
-    Step { every_epochs: usize, gamma: f64 },
+    Step {
+        every_epochs: usize,
+        gamma: f64,
+    },
     /// Cosine decay from `lr` to `min_lr` over the whole run.
     Cosine {
         #[serde(default)]
@@ -166,11 +169,17 @@ pub enum Schedule {
     },
 }
 
+impl Default for Schedule {
+    fn default() -> Self {
+        Self::Constant {}
+    }
+}
+
 impl Schedule {
     /// The learning rate at `step` (0-based) of `total` steps, `steps_per_epoch` per epoch.
     pub fn lr(&self, base: f64, step: usize, steps_per_epoch: usize, total: usize) -> f64 {
         match *self {
-            Self::Constant => base,
+            Self::Constant {} => base,
             Self::Step {
                 every_epochs,
                 gamma,
@@ -315,8 +324,8 @@ mod tests {
 
     #[test]
     fn preprocessing_tables() {
-        assert_eq!(Preprocess::Binarize.apply(&[0, 1, 255]), [0.0, 1.0, 1.0]);
-        assert_eq!(Preprocess::Scale.apply(&[0, 255]), [0.0, 1.0]);
+        assert_eq!(Preprocess::Binarize {}.apply(&[0, 1, 255]), [0.0, 1.0, 1.0]);
+        assert_eq!(Preprocess::Scale {}.apply(&[0, 255]), [0.0, 1.0]);
         let standardize = Preprocess::Standardize {
             mean: 0.5,
             std: 0.25,
@@ -326,7 +335,7 @@ mod tests {
 
     #[test]
     fn schedules() {
-        assert_eq!(Schedule::Constant.lr(0.1, 99, 10, 100), 0.1);
+        assert_eq!(Schedule::Constant {}.lr(0.1, 99, 10, 100), 0.1);
         let step = Schedule::Step {
             every_epochs: 2,
             gamma: 0.5,

@@ -1,8 +1,9 @@
 //! Writing outputs so that a failed stage leaves nothing half-written behind: everything goes
 //! to a temporary file in the destination directory and is renamed into place when complete.
 
-use std::fs;
+use std::fs::{self, Permissions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -20,7 +21,10 @@ impl AtomicFile {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
         fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
-        let temp = NamedTempFile::new_in(dir)
+        // Readable by others, as a plain `File::create` would leave it under the usual umask.
+        let temp = tempfile::Builder::new()
+            .permissions(Permissions::from_mode(0o644))
+            .tempfile_in(dir)
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         Ok(Self {
             path,

@@ -10,7 +10,7 @@ use std::path::Path;
 use common::*;
 
 /// A directory with the four sample IDX files, raw, with `edit` applied to one of them.
-fn idx_dir(file: &str, edit: impl FnOnce(&mut Vec<u8>)) -> tempfile::TempDir {
+fn idx_dir(file: &str, edit: impl Fn(&mut Vec<u8>)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for name in [
         "train-images-idx3-ubyte",
@@ -231,7 +231,7 @@ fn unknown_config_key_names_the_key_and_line() {
     let (err, outputs) = train_with_config(config.path());
     assert!(err.contains(&config.path().display().to_string()), "{err}");
     assert!(err.contains("unknown field `batch_sise`"), "{err}");
-    assert!(err.contains("line 22"), "{err}");
+    assert!(err.contains("line 17"), "{err}");
     assert!(outputs.is_empty());
 
     let config = smoke_with("channels = [8]", "channels = [8]\nchanels = [4]");

