@@ -5,8 +5,10 @@ CARGO ?= cargo
 MNIST := $(CARGO) run --release --quiet --
 DEMO := demo
 FASHION ?= /usr/share/datasets/fashion-mnist
+# The image the GPU pipeline stages run (Dockerfile.gpu).
+IMAGE ?= mnist:latest
 
-.PHONY: build test demo bench bench-data lint fmt clean-demo
+.PHONY: build test demo bench lint clean-demo docker-gpu push
 
 build:
 	$(CARGO) build --release
@@ -35,3 +37,10 @@ bench: build
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# The GPU image (needs a Docker engine): build, and push to the registry named in IMAGE.
+docker-gpu:
+	docker build -f Dockerfile.gpu -t $(IMAGE) .
+
+push: docker-gpu
+	docker push $(IMAGE)

@@ -27,7 +27,8 @@ pub struct InferArgs {
     /// Directory to write one inference CSV per input file to.
     #[arg(long)]
     pub output: PathBuf,
-    #[arg(long, value_enum, default_value = "cpu", env = "MNIST_BACKEND")]
+    /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
+    #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
 }
 

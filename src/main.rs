@@ -43,6 +43,8 @@ enum Command {
     Image(image::ImageArgs),
     /// Download MNIST or Fashion-MNIST and verify the checksums.
     Fetch(fetch::FetchArgs),
+    /// List the GPU adapters wgpu sees and the device `--backend auto` would use.
+    Devices,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args),
         Command::Image(args) => image::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Devices => backend::report(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use burn::prelude::Device;
 use model::{InputShape, Network};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendInfo;
 use crate::config::TrainConfig;
 use crate::metrics::EpochMetrics;
 
@@ -41,14 +42,6 @@ pub struct DatasetInfo {
     pub train: usize,
     pub validation: usize,
     pub test: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackendInfo {
-    /// `cpu` or `wgpu`.
-    pub name: String,
-    /// The device, as the backend names it.
-    pub device: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

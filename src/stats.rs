@@ -28,7 +28,8 @@ pub struct StatsArgs {
     /// Directory to write stats.json to.
     #[arg(long)]
     pub output: PathBuf,
-    #[arg(long, value_enum, default_value = "cpu", env = "MNIST_BACKEND")]
+    /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
+    #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
 }
 

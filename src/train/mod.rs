@@ -14,15 +14,13 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::backend::{self, BackendChoice};
+use crate::backend::{self, BackendChoice, BackendInfo};
 use crate::config::TrainConfig;
 use crate::console::Console;
 use crate::dataset::{CLASSES, Labelled, Splits};
 use crate::evaluate::{self, Evaluation};
 use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
-use crate::model_dir::{
-    self, BackendInfo, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo,
-};
+use crate::model_dir::{self, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo};
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +49,8 @@ pub struct TrainArgs {
     /// Continue from the latest checkpoint in the output directory.
     #[arg(long)]
     pub resume: bool,
-    #[arg(long, value_enum, default_value = "cpu", env = "MNIST_BACKEND")]
+    /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
+    #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
 }
 
