@@ -5,16 +5,36 @@ CARGO ?= cargo
 MNIST := $(CARGO) run --release --quiet --
 DEMO := demo
 FASHION ?= /usr/share/datasets/fashion-mnist
-# The image the GPU pipeline stages run (Dockerfile.gpu).
+# The image every pipeline stage runs (Dockerfile.gpu): the specs name it as ${MNIST_IMAGE}.
 IMAGE ?= mnist:latest
+# The training config the `model` pipeline reads from the training-config repo.
+CONFIG ?= configs/cnn.toml
+PACHCTL ?= pachctl
+# The model pipeline's spec: `model` passes the W&B key as WANDB_API_KEY, `model-secret-file`
+# mounts it as /secrets/wandb/key.
+MODEL_SPEC ?= model
+# Pipelines in dependency order.
+PIPELINES := mnist-csv $(MODEL_SPEC) stats inference image
+REPOS := mnist training-config digits
+# Pipeline names, downstream first, for deleting.
+PIPELINE_NAMES_REVERSED := image inference stats model mnist-csv
 
-.PHONY: build test demo bench lint clean-demo docker-gpu push
+# Ends a command inside $(foreach): each becomes its own recipe line, echoed as it runs.
+define run
+
+
+endef
+
+.PHONY: build test demo bench lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean
 
 build:
 	$(CARGO) build --release
 
+# The Rust tests, then the pipeline specs and the rehearsal of the DAG (Python: pytest and
+# jsonschema) against the binary the first step built.
 test:
 	$(CARGO) test --release --workspace
+	python3 -m pytest -q tests/pipelines
 
 lint:
 	$(CARGO) fmt --check
@@ -44,3 +64,32 @@ docker-gpu:
 
 push: docker-gpu
 	docker push $(IMAGE)
+
+# --- Pachyderm -------------------------------------------------------------------------------
+# From an empty cluster: repos, the W&B secret, the sample data and config, then the pipelines.
+all: repos secret upload pipelines
+
+repos:
+	$(foreach repo,$(REPOS),$(PACHCTL) create repo $(repo)$(run))
+
+# Delete-then-create, so a changed key replaces the old one. pipelines/secrets.json is yours
+# (git-ignored): copy pipelines/secrets.example.json and put your W&B API key in it.
+secret:
+	-$(PACHCTL) delete secret wandb
+	$(PACHCTL) create secret -f pipelines/secrets.json
+
+upload:
+	$(PACHCTL) put file -r mnist@master:/ -f data/mnist-sample
+	$(PACHCTL) put file training-config@master:/config.toml -f $(CONFIG)
+	$(PACHCTL) put file -r digits@master:/ -f data/digits
+
+pipelines:
+	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) create pipeline -f -$(run))
+
+update-pipelines:
+	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) update pipeline -f -$(run))
+
+clean:
+	$(foreach p,$(PIPELINE_NAMES_REVERSED),-$(PACHCTL) delete pipeline $(p)$(run))
+	$(foreach repo,$(REPOS),-$(PACHCTL) delete repo $(repo)$(run))
+	-$(PACHCTL) delete secret wandb

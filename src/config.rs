@@ -196,7 +196,16 @@ impl Schedule {
 }
 
 impl TrainConfig {
+    /// Loads `path`, or the one `.toml` file in it if it is a directory (a Pachyderm input
+    /// repo holding the config).
     pub fn load(path: &Path) -> Result<Self> {
+        let owned;
+        let path = if path.is_dir() {
+            owned = single_toml(path)?;
+            owned.as_path()
+        } else {
+            path
+        };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         let config: Self =
@@ -270,6 +279,29 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+fn single_toml(dir: &Path) -> Result<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    found.sort();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("{}: no .toml config in the directory", dir.display()),
+        several => bail!(
+            "{}: {} .toml configs, expected one: {}",
+            dir.display(),
+            several.len(),
+            several
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

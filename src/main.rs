@@ -12,6 +12,7 @@ mod infer;
 mod metrics;
 mod model_dir;
 mod output;
+mod pachyderm;
 mod parse;
 mod pixels_csv;
 mod png_digit;
@@ -49,6 +50,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(provenance) = pachyderm::Provenance::from_env() {
+        eprintln!("{}", provenance.describe());
+    }
     let result = match &cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Train(args) => train::run(args),

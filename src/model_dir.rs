@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendInfo;
 use crate::config::TrainConfig;
 use crate::metrics::EpochMetrics;
+use crate::pachyderm::Provenance;
 
 pub const WEIGHTS: &str = "model.bpk";
 pub const CARD: &str = "model.json";
@@ -32,6 +33,8 @@ pub struct ModelCard {
     pub backend: BackendInfo,
     pub training: TrainingInfo,
     pub metrics: FinalMetrics,
+    /// The Pachyderm job, datum and input commits, when trained in a pipeline.
+    pub provenance: Option<Provenance>,
     /// Version of the `mnist` tool that trained the model.
     pub crate_version: String,
 }

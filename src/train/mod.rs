@@ -22,10 +22,11 @@ use crate::evaluate::{self, Evaluation};
 use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
 use crate::model_dir::{self, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo};
 use crate::output;
+use crate::pachyderm::Provenance;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Training config (TOML), e.g. configs/cnn.toml.
+    /// Training config (TOML), e.g. configs/cnn.toml, or a directory holding exactly one.
     #[arg(long)]
     pub config: PathBuf,
     /// Directory with train.csv and test.csv, or the IDX files. Default: the built-in sample.
@@ -350,6 +351,7 @@ fn card(
             test_loss: test.loss,
             test_accuracy: test.accuracy,
         },
+        provenance: Provenance::from_env(),
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }

@@ -1,0 +1,117 @@
+"""A local rehearsal of the whole DAG, run from the specs themselves: for each pipeline in
+order, its transform.cmd runs once per datum in a /pfs-like tree (inputs by name, `out`), with
+the environment Pachyderm would set, and its outputs become the repo the next stage reads.
+A wrong flag or path in a spec fails here."""
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ORDER, ROOT, load_spec
+
+
+def datums(node, repos):
+    """The datums of an input tree: lists of (input name, repo, entry or None for the root)."""
+    if "pfs" in node:
+        pfs = node["pfs"]
+        name, repo = pfs.get("name") or pfs["repo"], pfs["repo"]
+        if pfs["glob"] == "/":
+            return [[(name, repo, None)]]
+        assert pfs["glob"] == "/*", f"rehearsal knows globs / and /*, not {pfs['glob']}"
+        return [[(name, repo, entry)] for entry in sorted(os.listdir(repos[repo]))]
+    if "cross" in node:
+        parts = [datums(child, repos) for child in node["cross"]]
+        return [sum(combo, []) for combo in itertools.product(*parts)]
+    if "union" in node:
+        return sum((datums(child, repos) for child in node["union"]), [])
+    raise AssertionError(f"rehearsal does not handle input {node}")
+
+
+def run_pipeline(spec, repos, commits, mnist_bin, work):
+    name = spec["pipeline"]["name"]
+    output = work / "repos" / name
+    output.mkdir(parents=True)
+    job = uuid.uuid4().hex
+    for index, datum in enumerate(datums(spec["input"], repos)):
+        pfs = work / "workers" / name / str(index) / "pfs"
+        (pfs / "out").mkdir(parents=True)
+        env = dict(os.environ, **spec["transform"].get("env", {}))
+        env.update(PPS_PIPELINE_NAME=name, PPS_PROJECT_NAME="default", PACH_JOB_ID=job,
+                   PACH_DATUM_ID=f"{index:064x}", PACH_OUTPUT_COMMIT_ID=uuid.uuid4().hex,
+                   PPS_SPEC_COMMIT=uuid.uuid4().hex)
+        for input_name, repo, entry in datum:
+            source = repos[repo]
+            if entry is None:
+                shutil.copytree(source, pfs / input_name)
+            else:
+                (pfs / input_name).mkdir()
+                copy = shutil.copytree if (source / entry).is_dir() else shutil.copy2
+                copy(source / entry, pfs / input_name / entry)
+            env[f"{input_name}_COMMIT"] = commits[repo]
+        for secret in spec["transform"].get("secrets", []):
+            if "envVar" in secret:
+                env[secret["envVar"]] = "rehearsal-secret-value"
+        cmd = [str(mnist_bin) if arg == "mnist" else arg.replace("/pfs", str(pfs), 1)
+               if arg.startswith("/pfs") else arg for arg in spec["transform"]["cmd"]]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{name} datum {index}: {cmd}\n{result.stderr}"
+        assert "rehearsal-secret-value" not in result.stderr + result.stdout
+        # Outputs of all datums merge into the output commit; two datums writing one path is
+        # an error in Pachyderm too.
+        for path in sorted((pfs / "out").rglob("*")):
+            target = output / path.relative_to(pfs / "out")
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            assert not target.exists(), f"{name}: two datums wrote {target.relative_to(output)}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    repos[name] = output
+    commits[name] = uuid.uuid4().hex
+    return output
+
+
+def tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and "checkpoints" not in p.parts)
+
+
+@pytest.mark.parametrize("model_spec", ["model", "model-secret-file"])
+def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
+    # The input repos, as `make all` fills them (with the smoke config, to stay quick).
+    repos = {}
+    for repo, source in [("mnist", ROOT / "data/mnist-sample"), ("digits", ROOT / "data/digits")]:
+        repos[repo] = tmp_path / "repos" / repo
+        shutil.copytree(source, repos[repo])
+    repos["training-config"] = tmp_path / "repos" / "training-config"
+    repos["training-config"].mkdir(parents=True)
+    shutil.copy(ROOT / "configs/smoke.toml", repos["training-config"] / "config.toml")
+    commits = {repo: uuid.uuid4().hex for repo in repos}
+
+    outputs = {}
+    for name in ORDER:
+        spec = load_spec(model_spec if name == "model" else name)
+        outputs[name] = run_pipeline(spec, repos, commits, mnist_bin, tmp_path)
+        print(f"{name}: {tree(outputs[name])}")
+
+    assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
+    assert tree(outputs["model"]) == ["metrics.json", "model.bpk", "model.json"]
+    card = json.loads((outputs["model"] / "model.json").read_text())
+    provenance = card["provenance"]
+    assert provenance["pipeline"] == "model"
+    assert provenance["input_commits"] == {
+        "mnist-csv": commits["mnist-csv"], "training-config": commits["training-config"]}
+    assert card["backend"]["name"] == "cpu"
+    assert tree(outputs["stats"]) == ["stats.json"]
+    stats = json.loads((outputs["stats"] / "stats.json").read_text())
+    assert stats["evaluation"]["examples"] == 1000
+    assert tree(outputs["inference"]) == ["batch.csv", "digit-2.csv", "digit-9.csv"]
+    assert len((outputs["inference"] / "batch.csv").read_text().splitlines()) == 16
+    assert tree(outputs["image"]) == ["batch.gif", "digit-2.gif", "digit-9.gif"]
+    for gif in outputs["image"].iterdir():
+        assert gif.read_bytes()[:6] == b"GIF89a"

@@ -1,0 +1,117 @@
+"""Every pipeline spec validates against Pachyderm's own JSON Schema and against the rules
+Pachyderm enforces beyond it."""
+import copy
+import json
+import re
+
+import jsonschema
+import pytest
+
+from conftest import ORDER, PIPELINES, all_spec_files, load_spec
+
+SCHEMA = json.loads((PIPELINES / "schema" / "CreatePipelineRequest.schema.json").read_text())
+INPUT_TYPES = {"pfs", "cross", "join", "group", "union", "cron"}
+
+
+def schema_errors(spec):
+    validator = jsonschema.Draft4Validator(SCHEMA)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(spec)]
+
+
+def input_nodes(node):
+    """Every node of an input tree."""
+    yield node
+    for kind in ("cross", "join", "group", "union"):
+        for child in node.get(kind) or []:
+            yield from input_nodes(child)
+
+
+def rule_errors(spec):
+    """Pachyderm's rules that its schema does not express."""
+    errors = []
+    name = spec["pipeline"]["name"]
+    if not re.fullmatch(r"[a-zA-Z0-9_-]+", name) or len(name) > 51:
+        errors.append(f"pipeline name {name!r}: [a-zA-Z0-9_-]+, at most 51 characters")
+    names = []
+    for node in input_nodes(spec["input"]):
+        kinds = [k for k in INPUT_TYPES if node.get(k) is not None]
+        if len(kinds) != 1:
+            errors.append(f"input node {node} has {len(kinds)} input types, expected exactly one")
+        leaf = node.get("pfs") or node.get("cron")
+        if leaf is not None:
+            names.append(leaf.get("name") or leaf.get("repo"))
+    for n in names:
+        if n == "out":
+            errors.append("an input may not be named 'out'")
+        if names.count(n) > 1:
+            errors.append(f"input name {n!r} is used twice")
+    return errors
+
+
+def test_the_dag_and_the_variant_are_all_here():
+    names = {p.stem for p in all_spec_files()}
+    assert names == set(ORDER) | {"model-secret-file"}
+
+
+@pytest.mark.parametrize("path", all_spec_files(), ids=lambda p: p.stem)
+def test_spec_is_valid(path):
+    spec = json.loads(path.read_text())
+    assert schema_errors(spec) == []
+    assert rule_errors(spec) == []
+    # One variable names the image everywhere; the Makefile fills it in.
+    assert spec["transform"]["image"] == "${MNIST_IMAGE}"
+    assert spec["transform"]["cmd"][0] == "mnist"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda s: s.update(parallelism_spec={"constant": 2}), "Additional properties"),
+    (lambda s: s["transform"].update(Cmd=["mnist"]), "Additional properties"),
+    (lambda s: s["resourceLimits"]["gpu"].update(number="1"), "is not valid under any"),
+    (lambda s: s["transform"]["secrets"][0].update(env_var="X"), "Additional properties"),
+])
+def test_the_schema_check_catches_misspelled_fields(mutate, expected):
+    spec = copy.deepcopy(load_spec("model"))
+    mutate(spec)
+    errors = schema_errors(spec)
+    assert errors and any(expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda s: s["pipeline"].update(name="model.v2"), "pipeline name"),
+    (lambda s: s["pipeline"].update(name="m" * 52), "pipeline name"),
+    (lambda s: s["input"]["cross"][0]["pfs"].update(name="out"), "'out'"),
+    (lambda s: s["input"]["cross"][1]["pfs"].update(name="mnist-csv"), "used twice"),
+    (lambda s: s["input"]["cross"][0].update(cron={"name": "tick", "spec": "@daily"}), "input types"),
+])
+def test_the_rules_beyond_the_schema(mutate, expected):
+    spec = copy.deepcopy(load_spec("model"))
+    mutate(spec)
+    assert any(expected in e for e in rule_errors(spec)), rule_errors(spec)
+
+
+def test_training_asks_for_a_gpu_and_the_wandb_secret_both_ways():
+    for name, secret in [("model", {"name": "wandb", "key": "key", "envVar": "WANDB_API_KEY"}),
+                         ("model-secret-file", {"name": "wandb", "mountPath": "/secrets/wandb"})]:
+        spec = load_spec(name)
+        assert spec["pipeline"]["name"] == "model"
+        assert spec["resourceLimits"]["gpu"] == {"type": "nvidia.com/gpu", "number": 1}
+        assert "graphics" in spec["transform"]["env"]["NVIDIA_DRIVER_CAPABILITIES"]
+        assert spec["transform"]["secrets"] == [secret]
+        cmd = spec["transform"]["cmd"]
+        assert cmd[cmd.index("--backend") + 1] == "auto"
+        assert cmd[cmd.index("--output") + 1] == "/pfs/out"
+
+
+def test_cpu_stages_use_the_cpu_path():
+    for name in ("stats", "inference"):
+        cmd = load_spec(name)["transform"]["cmd"]
+        assert cmd[cmd.index("--backend") + 1] == "cpu"
+
+
+def test_secret_template():
+    secret = json.loads((PIPELINES / "secrets.example.json").read_text())
+    assert secret["kind"] == "Secret"
+    assert secret["metadata"]["name"] == "wandb"
+    assert list(secret["stringData"]) == ["key"]
+    gitignore = (PIPELINES.parent / ".gitignore").read_text().split()
+    assert "/pipelines/secrets.json" in gitignore
