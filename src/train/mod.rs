@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use model::Network;
+use model::{InputShape, Network};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -109,39 +109,21 @@ pub fn train(
 
     let device = device.clone().autodiff();
     device.seed(t.seed);
-    let mut network = config.model.init(input, CLASSES, &device);
-    let mut optimizer = optimizer::build(&config.optimizer);
-    let mut history = Vec::new();
-    let mut seconds_before = 0.0;
     let checkpoints = model_dir::checkpoints_dir(out);
-    let mut resumed_from_epoch = None;
+    let mut run = Run {
+        network: config.model.init(input, CLASSES, &device),
+        optimizer: optimizer::build(&config.optimizer),
+        history: Vec::new(),
+        seconds_before: 0.0,
+        resumed_from_epoch: None,
+    };
     if resume {
-        match checkpoint::latest(&checkpoints, input, CLASSES, optimizer.clone(), &device)? {
-            Some(ckpt) => {
-                anyhow::ensure!(
-                    ckpt.state.config.model == config.model
-                        && ckpt.state.config.preprocess == config.preprocess,
-                    "{}: the checkpoint was trained with another model or preprocessing",
-                    checkpoints.display()
-                );
-                eprintln!("resuming after epoch {}", ckpt.state.epoch);
-                resumed_from_epoch = Some(ckpt.state.epoch);
-                network = ckpt.network;
-                optimizer = ckpt.optimizer;
-                history = ckpt.state.history;
-                seconds_before = ckpt.state.seconds;
-            }
-            None => eprintln!(
-                "no checkpoint in {}: starting afresh",
-                checkpoints.display()
-            ),
-        }
+        run.resume(config, &checkpoints, input, &device)?;
     }
-
     eprintln!(
         "training {} ({} parameters) on {} images from {} ({} held out for validation, {} test), seed {}",
         config.model.describe(input, CLASSES),
-        network.num_params(),
+        run.network.num_params(),
         train.len(),
         splits.source,
         validation.len(),
@@ -149,50 +131,167 @@ pub fn train(
         t.seed
     );
 
-    let inputs = evaluate::images_tensor(&train.images, &config.preprocess, &device);
-    let targets = evaluate::labels_tensor(&train.labels, &device);
+    let data = TrainingData {
+        inputs: evaluate::images_tensor(&train.images, &config.preprocess, &device),
+        targets: evaluate::labels_tensor(&train.labels, &device),
+        len: train.len(),
+    };
     let steps_per_epoch = train.len().div_ceil(t.batch_size);
-    let total_steps = steps_per_epoch * t.epochs;
-    let first_epoch = history.len() + 1;
-    let console = Console::new(total_steps, (first_epoch - 1) * steps_per_epoch);
+    let first_epoch = run.history.len() + 1;
+    let console = Console::new(
+        steps_per_epoch * t.epochs,
+        (first_epoch - 1) * steps_per_epoch,
+    );
     let mut sinks = Sinks(vec![Box::new(console)]);
     let started = Instant::now();
-
     for epoch in first_epoch..=t.epochs {
         let epoch_started = Instant::now();
+        let (loss, correct, samples) = run.epoch(config, &data, epoch, &device, &mut sinks)?;
+        let training_seconds = epoch_started.elapsed().as_secs_f64();
+        let validation = (!validation.is_empty())
+            .then(|| {
+                let network = run.network.valid();
+                evaluate::evaluate(&network, &validation, &config.preprocess, t.loss, &device)
+            })
+            .transpose()?;
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss / samples as f64,
+            train_accuracy: correct as f64 / samples as f64,
+            validation_loss: validation.as_ref().map(|e| e.loss),
+            validation_accuracy: validation.as_ref().map(|e| e.accuracy),
+            seconds: epoch_started.elapsed().as_secs_f64(),
+            samples_per_second: samples as f64 / training_seconds.max(1e-9),
+        };
+        sinks.epoch(&metrics);
+        run.history.push(metrics);
+        let state = checkpoint::CheckpointState {
+            epoch,
+            config: config.clone(),
+            history: run.history.clone(),
+            seconds: run.seconds_before + started.elapsed().as_secs_f64(),
+        };
+        checkpoint::save(&checkpoints, &state, &run.network, &run.optimizer)?;
+    }
+
+    let network = run.network.valid();
+    let test = evaluate::evaluate(&network, &splits.test, &config.preprocess, t.loss, &device)?;
+    sinks.finished(test.accuracy, test.loss);
+    let seconds = run.seconds_before + started.elapsed().as_secs_f64();
+    let card = card(
+        config,
+        splits,
+        &train,
+        &validation,
+        &network,
+        backend,
+        &run.history,
+        &test,
+        seconds,
+        run.resumed_from_epoch,
+    );
+    write_model_dir(out, &network, &card, &run.history, &test)?;
+    Ok(card)
+}
+
+/// The training set as two device tensors that batches are gathered from.
+struct TrainingData {
+    inputs: Tensor<2>,
+    targets: Tensor<1, Int>,
+    len: usize,
+}
+
+/// The state a run carries from epoch to epoch, and from a checkpoint.
+struct Run {
+    network: Network,
+    optimizer: ModuleOptimizer,
+    history: Vec<EpochMetrics>,
+    /// Training time spent before a resume.
+    seconds_before: f64,
+    resumed_from_epoch: Option<usize>,
+}
+
+impl Run {
+    /// Continues from the latest checkpoint under `checkpoints`, if there is one.
+    fn resume(
+        &mut self,
+        config: &TrainConfig,
+        checkpoints: &Path,
+        input: InputShape,
+        device: &Device,
+    ) -> Result<()> {
+        let latest =
+            checkpoint::latest(checkpoints, input, CLASSES, self.optimizer.clone(), device)?;
+        let Some(ckpt) = latest else {
+            eprintln!(
+                "no checkpoint in {}: starting afresh",
+                checkpoints.display()
+            );
+            return Ok(());
+        };
+        anyhow::ensure!(
+            ckpt.state.config.model == config.model
+                && ckpt.state.config.preprocess == config.preprocess,
+            "{}: the checkpoint was trained with another model or preprocessing",
+            checkpoints.display()
+        );
+        eprintln!("resuming after epoch {}", ckpt.state.epoch);
+        self.resumed_from_epoch = Some(ckpt.state.epoch);
+        self.network = ckpt.network;
+        self.optimizer = ckpt.optimizer;
+        self.history = ckpt.state.history;
+        self.seconds_before = ckpt.state.seconds;
+        Ok(())
+    }
+
+    /// One pass over the shuffled training data; returns the summed loss, the correct
+    /// predictions and the samples seen.
+    fn epoch(
+        &mut self,
+        config: &TrainConfig,
+        data: &TrainingData,
+        epoch: usize,
+        device: &Device,
+        sinks: &mut impl MetricsSink,
+    ) -> Result<(f64, usize, usize)> {
+        let t = &config.training;
+        let steps_per_epoch = data.len.div_ceil(t.batch_size);
+        let total_steps = steps_per_epoch * t.epochs;
+        // Data order and dropout depend on the seed and the epoch only, so a resumed run
+        // continues as the uninterrupted one would have.
         device.seed(t.seed.wrapping_add(epoch as u64));
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(t.seed ^ (epoch as u64) << 32));
-        let mut window = Window::new(&device);
-        let mut epoch_totals = (0.0, 0usize, 0usize);
+        let mut order: Vec<usize> = (0..data.len).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(t.seed ^ ((epoch as u64) << 32)));
+
+        let mut window = Window::new(device);
+        let mut totals = (0.0, 0, 0);
         for (i, batch) in order.chunks(t.batch_size).enumerate() {
             let step = (epoch - 1) * steps_per_epoch + i + 1;
-            let lr = config.schedule.lr(
+            let lr = (config.schedule).lr(
                 config.optimizer.lr(),
                 step - 1,
                 steps_per_epoch,
                 total_steps,
             );
-            let indices = evaluate::index_tensor(batch, &device);
-            let x = inputs.clone().select(0, indices.clone());
-            let y = targets.clone().select(0, indices);
-            let outputs = network.forward(x);
+            let indices = evaluate::index_tensor(batch, device);
+            let x = data.inputs.clone().select(0, indices.clone());
+            let y = data.targets.clone().select(0, indices);
+            let outputs = self.network.forward(x);
             let loss = evaluate::loss(t.loss, outputs.clone(), y.clone());
             window.add(&loss, outputs.detach(), y, batch.len());
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(lr, network, grads);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.network);
+            self.network = self.optimizer.step(lr, self.network.clone(), grads);
 
-            let report = step % t.log_every == 0 || i + 1 == steps_per_epoch;
-            let metrics = if report {
-                let (loss_sum, correct, samples, seconds) = window.read()?;
-                epoch_totals.0 += loss_sum;
-                epoch_totals.1 += correct;
-                epoch_totals.2 += samples;
+            let metrics = if step % t.log_every == 0 || i + 1 == steps_per_epoch {
+                let (loss, correct, samples, seconds) = window.read()?;
+                totals.0 += loss;
+                totals.1 += correct;
+                totals.2 += samples;
                 Some(StepMetrics {
                     epoch,
                     step,
                     steps_per_epoch,
-                    loss: loss_sum / samples as f64,
+                    loss: loss / samples as f64,
                     accuracy: correct as f64 / samples as f64,
                     lr,
                     samples_per_second: samples as f64 / seconds.max(1e-9),
@@ -202,58 +301,8 @@ pub fn train(
             };
             sinks.step(step, metrics.as_ref());
         }
-
-        let evaluation = (!validation.is_empty())
-            .then(|| {
-                evaluate::evaluate(
-                    &network.valid(),
-                    &validation,
-                    &config.preprocess,
-                    t.loss,
-                    &device,
-                )
-            })
-            .transpose()?;
-        let seconds = epoch_started.elapsed().as_secs_f64();
-        let (loss_sum, correct, samples) = epoch_totals;
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: loss_sum / samples as f64,
-            train_accuracy: correct as f64 / samples as f64,
-            validation_loss: evaluation.as_ref().map(|e| e.loss),
-            validation_accuracy: evaluation.as_ref().map(|e| e.accuracy),
-            seconds,
-            samples_per_second: samples as f64 / seconds,
-        };
-        sinks.epoch(&metrics);
-        history.push(metrics);
-        let state = checkpoint::CheckpointState {
-            epoch,
-            config: config.clone(),
-            history: history.clone(),
-            seconds: seconds_before + started.elapsed().as_secs_f64(),
-        };
-        checkpoint::save(&checkpoints, &state, &network, &optimizer)?;
+        Ok(totals)
     }
-
-    let network = network.valid();
-    let test = evaluate::evaluate(&network, &splits.test, &config.preprocess, t.loss, &device)?;
-    sinks.finished(test.accuracy, test.loss);
-    let seconds = seconds_before + started.elapsed().as_secs_f64();
-    let card = card(
-        config,
-        splits,
-        &train,
-        &validation,
-        &network,
-        backend,
-        &history,
-        &test,
-        seconds,
-        resumed_from_epoch,
-    );
-    write_model_dir(out, &network, &card, &history, &test)?;
-    Ok(card)
 }
 
 /// Splits off a seeded random `share` of `data` for validation.
