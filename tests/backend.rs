@@ -103,36 +103,13 @@ fn wgpu_trains_on_lavapipe_and_the_cpu_infers_the_same() {
     assert!(accuracy > 0.85, "test accuracy on wgpu {accuracy}");
 
     // The test images, unlabelled, classified on both backends.
-    let csv = work.path().join("csv");
-    succeeds(
-        mnist()
-            .args(["parse", "--input"])
-            .arg(sample_dir())
-            .arg("--output")
-            .arg(&csv),
-    );
-    let digits = work.path().join("digits");
-    fs::create_dir_all(&digits).unwrap();
-    let rows: String = fs::read_to_string(csv.join("test.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split_once(',').unwrap().1.to_string() + "\n")
-        .collect();
-    fs::write(digits.join("test.csv"), rows).unwrap();
-    let infer = |backend: &str| {
+    let (digits, _) = sample_attributes(work.path(), "test.csv", 1000);
+    let predictions = |backend: &str| {
         let out = work.path().join(backend);
-        succeeds(
-            mnist()
-                .args(["infer", "--backend", backend, "--model"])
-                .arg(&model)
-                .arg("--input")
-                .arg(&digits)
-                .arg("--output")
-                .arg(&out),
-        );
+        infer(&model, &digits, &out, backend);
         fs::read_to_string(out.join("test.csv")).unwrap()
     };
-    let (cpu, wgpu) = (infer("cpu"), infer("wgpu"));
+    let (cpu, wgpu) = (predictions("cpu"), predictions("wgpu"));
     assert_eq!(cpu.lines().count(), 1000);
     let differing = cpu
         .lines()
@@ -181,7 +158,7 @@ fn forward_passes_agree_between_wgpu_and_cpu() {
         let on_wgpu = model::load_weights(&architecture, input, 10, weights, &wgpu).unwrap();
         let forward = |network: &model::Network, device: &Device| {
             let x = Tensor::<2>::from_data(TensorData::new(pixels.clone(), [16, 784]), device);
-            network.forward(x).into_data().to_vec::<f32>().unwrap()
+            network.forward(x).into_data().try_to_vec::<f32>().unwrap()
         };
         let (a, b) = (forward(&network, &cpu), forward(&on_wgpu, &wgpu));
         let max_diff = a

@@ -84,43 +84,17 @@ fn infer_stats_and_image_on_the_sample() {
     let work = tempfile::tempdir().unwrap();
     let model = work.path().join("model");
     train_smoke(&model);
-    let csv = work.path().join("csv");
-    succeeds(
-        mnist()
-            .args(["parse", "--input"])
-            .arg(sample_dir())
-            .arg("--output")
-            .arg(&csv),
-    );
-
     // Attribute files: the first 50 test images without their labels.
-    let digits = work.path().join("digits");
-    fs::create_dir_all(&digits).unwrap();
-    let test = fs::read_to_string(csv.join("test.csv")).unwrap();
-    let rows: Vec<(&str, &str)> = test
-        .lines()
-        .take(50)
-        .map(|l| l.split_once(',').unwrap())
-        .collect();
-    let attributes: String = rows.iter().map(|(_, px)| format!("{px}\n")).collect();
-    fs::write(digits.join("batch.csv"), attributes).unwrap();
-
+    let (digits, rows) = sample_attributes(work.path(), "batch.csv", 50);
+    let csv = work.path().join("csv");
     let inferred = work.path().join("inferred");
-    succeeds(
-        mnist()
-            .args(["infer", "--model"])
-            .arg(&model)
-            .arg("--input")
-            .arg(&digits)
-            .arg("--output")
-            .arg(&inferred),
-    );
+    infer(&model, &digits, &inferred, "cpu");
     let out = fs::read_to_string(inferred.join("batch.csv")).unwrap();
     let mut correct = 0;
     for (line, (label, pixels)) in out.lines().zip(&rows) {
         let (px, predicted) = line.rsplit_once(',').unwrap();
-        assert_eq!(px, *pixels);
-        correct += usize::from(predicted == *label);
+        assert_eq!(px, pixels);
+        correct += usize::from(predicted == label);
     }
     assert_eq!(out.lines().count(), 50);
     assert!(correct >= 35, "{correct}/50 correct");

@@ -83,3 +83,48 @@ pub fn gunzip(path: &Path) -> Vec<u8> {
         .expect("valid gzip");
     out
 }
+
+/// Parses the sample into `work/csv` and writes its first `count` test images, without their
+/// labels, to `work/digits/<name>`. Returns the digits directory and each row's label and
+/// pixels, as text.
+pub fn sample_attributes(
+    work: &Path,
+    name: &str,
+    count: usize,
+) -> (PathBuf, Vec<(String, String)>) {
+    let csv = work.join("csv");
+    succeeds(
+        mnist()
+            .args(["parse", "--input"])
+            .arg(sample_dir())
+            .arg("--output")
+            .arg(&csv),
+    );
+    let rows: Vec<(String, String)> = std::fs::read_to_string(csv.join("test.csv"))
+        .unwrap()
+        .lines()
+        .take(count)
+        .map(|l| {
+            let (label, pixels) = l.split_once(',').unwrap();
+            (label.to_string(), pixels.to_string())
+        })
+        .collect();
+    let digits = work.join("digits");
+    std::fs::create_dir_all(&digits).unwrap();
+    let attributes: String = rows.iter().map(|(_, px)| format!("{px}\n")).collect();
+    std::fs::write(digits.join(name), attributes).unwrap();
+    (digits, rows)
+}
+
+/// Runs `mnist infer` on `backend`, writing to `out`.
+pub fn infer(model: &Path, input: &Path, out: &Path, backend: &str) {
+    succeeds(
+        mnist()
+            .args(["infer", "--backend", backend, "--model"])
+            .arg(model)
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out),
+    );
+}
