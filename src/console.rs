@@ -10,11 +10,12 @@ use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 pub struct Console {
     bar: Option<ProgressBar>,
     total_steps: usize,
+    steps_per_epoch: usize,
 }
 
 impl Console {
     /// A progress bar over `total_steps` on a terminal (unless `CI` is set), log lines elsewhere.
-    pub fn new(total_steps: usize, done: usize) -> Self {
+    pub fn new(total_steps: usize, steps_per_epoch: usize, done: usize) -> Self {
         let interactive = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
         let bar = interactive.then(|| {
             let bar = ProgressBar::new(total_steps as u64).with_position(done as u64);
@@ -27,7 +28,11 @@ impl Console {
             );
             bar
         });
-        Self { bar, total_steps }
+        Self {
+            bar,
+            total_steps,
+            steps_per_epoch,
+        }
     }
 
     /// Prints a line above the bar (or plainly).
@@ -44,8 +49,8 @@ impl MetricsSink for Console {
         match (&self.bar, metrics) {
             (Some(bar), metrics) => {
                 bar.set_position(step as u64);
+                bar.set_prefix(((step - 1) / self.steps_per_epoch.max(1) + 1).to_string());
                 if let Some(m) = metrics {
-                    bar.set_prefix(m.epoch.to_string());
                     bar.set_message(format!(
                         "loss {:.4} acc {:.2}% {:.0} samples/s",
                         m.loss,

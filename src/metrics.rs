@@ -9,7 +9,6 @@ pub struct StepMetrics {
     pub epoch: usize,
     /// Global step, 1-based.
     pub step: usize,
-    pub steps_per_epoch: usize,
     pub loss: f64,
     pub accuracy: f64,
     pub lr: f64,

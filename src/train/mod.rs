@@ -140,6 +140,7 @@ pub fn train(
     let first_epoch = run.history.len() + 1;
     let console = Console::new(
         steps_per_epoch * t.epochs,
+        steps_per_epoch,
         (first_epoch - 1) * steps_per_epoch,
     );
     let mut sinks = Sinks(vec![Box::new(console)]);
@@ -290,7 +291,6 @@ impl Run {
                 Some(StepMetrics {
                     epoch,
                     step,
-                    steps_per_epoch,
                     loss: loss / samples as f64,
                     accuracy: correct as f64 / samples as f64,
                     lr,
