@@ -25,10 +25,21 @@ define run
 
 endef
 
-.PHONY: build test demo bench lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean
+# What the tests need beyond Rust: Debian's Fashion-MNIST, Mesa's software Vulkan (the wgpu
+# tests run on it), and pytest with jsonschema for the pipeline specs.
+APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1
+PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0
+SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: setup build test demo bench lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean
 
 build:
 	$(CARGO) build --release
+
+setup:
+	dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); }
+	python3 -m pip install -q --disable-pip-version-check $(PIP_PACKAGES)
 
 # The Rust tests, then the pipeline specs and the rehearsal of the DAG (Python: pytest and
 # jsonschema) against the binary the first step built.

@@ -3,16 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use gif::{Encoder, Frame, Repeat};
 
 use crate::dataset::Labelled;
+use crate::input_files;
 use crate::output::AtomicFile;
 use crate::pixels_csv::{self, LabelColumn};
 
 #[derive(Debug, clap::Args)]
 pub struct ImageArgs {
-    /// An inference CSV (pixels, then the label), or a directory of them.
+    /// An inference CSV (pixels, then the label), or a directory of them (at any depth).
     #[arg(long)]
     pub input: PathBuf,
     /// Directory to write one GIF per CSV to.
@@ -37,7 +38,7 @@ const LABEL: u8 = 254;
 const BACKDROP: u8 = 255;
 
 pub fn run(args: &ImageArgs) -> Result<()> {
-    let inputs = csv_files(&args.input)?;
+    let inputs = input_files::find(&args.input, &["csv"])?;
     for csv in &inputs {
         let data = pixels_csv::read_labelled(csv, LabelColumn::Last)?;
         if data.len() > args.limit {
@@ -54,23 +55,6 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         eprintln!("wrote {}", gif.display());
     }
     Ok(())
-}
-
-fn csv_files(input: &Path) -> Result<Vec<PathBuf>> {
-    if input.is_file() {
-        return Ok(vec![input.to_owned()]);
-    }
-    let entries = std::fs::read_dir(input)
-        .with_context(|| format!("{}: cannot list the directory", input.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no .csv files", input.display());
-    }
-    Ok(files)
 }
 
 /// A canvas of palette indices.

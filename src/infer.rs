@@ -11,6 +11,7 @@ use anyhow::{Result, bail};
 use crate::backend::{self, BackendChoice};
 use crate::dataset::Images;
 use crate::evaluate;
+use crate::input_files;
 use crate::model_dir::LoadedModel;
 use crate::output::AtomicFile;
 use crate::pixels_csv::{self, LabelColumn, RowWriter};
@@ -36,7 +37,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let backend = backend::select(args.backend)?;
     let model = LoadedModel::load(&args.model, &backend.device)?;
     let shape = model.card.input;
-    let inputs = input_files(&args.input)?;
+    let inputs = input_files::find(&args.input, &["csv", "png"])?;
 
     // Read everything first: a bad input file fails the stage before any output is written.
     let mut outputs: Vec<(PathBuf, usize)> = Vec::with_capacity(inputs.len());
@@ -47,7 +48,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         pixels: Vec::new(),
     };
     for path in &inputs {
-        let rows = if is_png(path) {
+        let rows = if input_files::has_extension(path, "png") {
             images.pixels.extend(png_digit::load(path, shape)?);
             1
         } else {
@@ -98,41 +99,4 @@ pub fn run(args: &InferArgs) -> Result<()> {
         images.count as f64 / seconds.max(1e-9)
     );
     Ok(())
-}
-
-fn is_png(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("png"))
-}
-
-fn is_csv(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("csv"))
-}
-
-/// `input` itself if a file, else the .csv and .png files under it, sorted.
-fn input_files(input: &Path) -> Result<Vec<PathBuf>> {
-    if input.is_file() {
-        return Ok(vec![input.to_owned()]);
-    }
-    if !input.is_dir() {
-        bail!("{}: no such file or directory", input.display());
-    }
-    let mut files = Vec::new();
-    let mut pending = vec![input.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if is_png(&path) || is_csv(&path) {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no .csv or .png files to classify", input.display());
-    }
-    Ok(files)
 }

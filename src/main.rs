@@ -9,6 +9,7 @@ mod fetch;
 mod idx;
 mod image;
 mod infer;
+mod input_files;
 mod metrics;
 mod model_dir;
 mod output;
