@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use model::Architecture;
+
+use crate::wandb::WandbConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,6 +19,8 @@ pub struct TrainConfig {
     pub optimizer: Optimizer,
     #[serde(default)]
     pub schedule: Schedule,
+    #[serde(default)]
+    pub wandb: WandbConfig,
 }
 
 /// How pixels 0..255 become network inputs. (Variants without data are written as empty
@@ -199,13 +203,8 @@ impl TrainConfig {
     /// Loads `path`, or the one `.toml` file in it if it is a directory (a Pachyderm input
     /// repo holding the config).
     pub fn load(path: &Path) -> Result<Self> {
-        let owned;
-        let path = if path.is_dir() {
-            owned = single_toml(path)?;
-            owned.as_path()
-        } else {
-            path
-        };
+        let path = resolve(path)?;
+        let path = path.as_path();
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
         let config: Self =
@@ -279,6 +278,15 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// `path` itself, or the one `.toml` file in it if it is a directory.
+pub fn resolve(path: &Path) -> Result<std::path::PathBuf> {
+    if path.is_dir() {
+        single_toml(path)
+    } else {
+        Ok(path.to_owned())
     }
 }
 

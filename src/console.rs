@@ -9,7 +9,6 @@ use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 
 pub struct Console {
     bar: Option<ProgressBar>,
-    total_steps: usize,
     steps_per_epoch: usize,
 }
 
@@ -30,7 +29,6 @@ impl Console {
         });
         Self {
             bar,
-            total_steps,
             steps_per_epoch,
         }
     }
@@ -59,35 +57,13 @@ impl MetricsSink for Console {
                     ));
                 }
             }
-            (None, Some(m)) => eprintln!(
-                "epoch {} step {}/{}: loss {:.4}, accuracy {:.2}%, lr {:.3e}, {:.0} samples/s",
-                m.epoch,
-                step,
-                self.total_steps,
-                m.loss,
-                100.0 * m.accuracy,
-                m.lr,
-                m.samples_per_second
-            ),
+            (None, Some(m)) => eprintln!("{}", m.line()),
             (None, None) => {}
         }
     }
 
     fn epoch(&mut self, m: &EpochMetrics) {
-        let validation = match (m.validation_loss, m.validation_accuracy) {
-            (Some(loss), Some(acc)) => {
-                format!(", validation loss {loss:.4}, accuracy {:.2}%", 100.0 * acc)
-            }
-            _ => String::new(),
-        };
-        self.line(&format!(
-            "epoch {}: train loss {:.4}, accuracy {:.2}%{validation}; {:.1}s, {:.0} samples/s",
-            m.epoch,
-            m.train_loss,
-            100.0 * m.train_accuracy,
-            m.seconds,
-            m.samples_per_second
-        ));
+        self.line(&m.line());
     }
 
     fn finished(&mut self, test_accuracy: f64, test_loss: f64) {

@@ -19,6 +19,7 @@ mod pixels_csv;
 mod png_digit;
 mod stats;
 mod train;
+mod wandb;
 
 use std::process::ExitCode;
 

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize)]
 pub struct StepMetrics {
     pub epoch: usize,
-    /// Global step, 1-based.
+    /// Global step, 1-based, of `total_steps`.
     pub step: usize,
+    pub total_steps: usize,
     pub loss: f64,
     pub accuracy: f64,
     pub lr: f64,
@@ -28,6 +29,42 @@ pub struct EpochMetrics {
     pub samples_per_second: f64,
 }
 
+impl StepMetrics {
+    /// The log line for these figures.
+    pub fn line(&self) -> String {
+        format!(
+            "epoch {} step {}/{}: loss {:.4}, accuracy {:.2}%, lr {:.3e}, {:.0} samples/s",
+            self.epoch,
+            self.step,
+            self.total_steps,
+            self.loss,
+            100.0 * self.accuracy,
+            self.lr,
+            self.samples_per_second
+        )
+    }
+}
+
+impl EpochMetrics {
+    /// The log line for these figures.
+    pub fn line(&self) -> String {
+        let validation = match (self.validation_loss, self.validation_accuracy) {
+            (Some(loss), Some(acc)) => {
+                format!(", validation loss {loss:.4}, accuracy {:.2}%", 100.0 * acc)
+            }
+            _ => String::new(),
+        };
+        format!(
+            "epoch {}: train loss {:.4}, accuracy {:.2}%{validation}; {:.1}s, {:.0} samples/s",
+            self.epoch,
+            self.train_loss,
+            100.0 * self.train_accuracy,
+            self.seconds,
+            self.samples_per_second
+        )
+    }
+}
+
 /// Receives what training reports. Every method has a default, so a sink takes only what it
 /// needs.
 pub trait MetricsSink {
@@ -40,9 +77,9 @@ pub trait MetricsSink {
 
 /// Hands everything to each of several sinks.
 #[derive(Default)]
-pub struct Sinks(pub Vec<Box<dyn MetricsSink>>);
+pub struct Sinks<'a>(pub Vec<&'a mut dyn MetricsSink>);
 
-impl MetricsSink for Sinks {
+impl MetricsSink for Sinks<'_> {
     fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
         self.0.iter_mut().for_each(|s| s.step(step, metrics));
     }

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::backend::{self, BackendChoice, BackendInfo};
+use crate::backend::{self, BackendChoice, BackendInfo, Selected};
 use crate::config::TrainConfig;
 use crate::console::Console;
 use crate::dataset::{CLASSES, Labelled, Splits};
@@ -23,6 +23,7 @@ use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
 use crate::model_dir::{self, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo};
 use crate::output;
 use crate::pachyderm::Provenance;
+use crate::wandb::{self, WandbSink};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -53,11 +54,16 @@ pub struct TrainArgs {
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
+    /// File holding the W&B API key, when WANDB_API_KEY is not set [default: /secrets/wandb/key].
+    #[arg(long, value_name = "FILE")]
+    pub wandb_key_file: Option<PathBuf>,
 }
 
 impl TrainArgs {
-    fn config(&self) -> Result<TrainConfig> {
-        let mut config = TrainConfig::load(&self.config)?;
+    /// The config with the command line's overrides, and the file it came from.
+    fn config(&self) -> Result<(TrainConfig, PathBuf)> {
+        let path = crate::config::resolve(&self.config)?;
+        let mut config = TrainConfig::load(&path)?;
         let training = &mut config.training;
         training.epochs = self.epochs.unwrap_or(training.epochs);
         training.batch_size = self.batch_size.unwrap_or(training.batch_size);
@@ -66,48 +72,131 @@ impl TrainArgs {
             config.optimizer.set_lr(lr);
         }
         config.validate().context("command-line override")?;
-        Ok(config)
+        Ok((config, path))
     }
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let config = args.config()?;
+    let (config, config_path) = args.config()?;
     let splits = match &args.data {
         Some(dir) => Splits::load(dir)?,
         None => Splits::bundled_sample()?,
     };
     let backend = backend::select(args.backend)?;
-    let model = train(
-        &config,
-        &splits,
-        &backend.device,
-        &backend.info,
-        &args.output,
-        args.resume,
+    let provenance = Provenance::from_env();
+    let wandb_config = wandb_config(&config, &splits, &backend.info, provenance.as_ref())?;
+    let mut wandb = wandb::start(
+        &config.wandb,
+        args.wandb_key_file.as_deref(),
+        &wandb_config,
+        provenance.as_ref(),
     )?;
+
+    let mut summary = wandb::Summary::default();
+    let result = match wandb.as_mut() {
+        Some(run) => {
+            let mut sink = WandbSink {
+                run,
+                summary: &mut summary,
+            };
+            train(
+                &config,
+                &splits,
+                &backend,
+                &args.output,
+                args.resume,
+                &mut sink,
+            )
+        }
+        None => train(
+            &config,
+            &splits,
+            &backend,
+            &args.output,
+            args.resume,
+            &mut Sinks::default(),
+        ),
+    };
+
+    if let Some(run) = wandb {
+        let files = match &result {
+            Ok(_) => wandb::run_files(&args.output, &config_path),
+            Err(_) => Vec::new(),
+        };
+        let finishing = Instant::now();
+        let report = run.finish(
+            i32::from(result.is_err()),
+            summary.into_map(),
+            files,
+            wandb::FINAL_FLUSH,
+        );
+        eprintln!(
+            "wandb: {}{} history rows and {} files delivered{}{}; the final flush took {:.1}s",
+            report.url.map(|url| format!("{url}: ")).unwrap_or_default(),
+            report.rows_sent,
+            report.files_uploaded,
+            match report.rows_unsent {
+                0 => String::new(),
+                n => format!(", {n} rows not delivered"),
+            },
+            if report.completed {
+                ""
+            } else {
+                ", the run was not marked complete"
+            },
+            finishing.elapsed().as_secs_f64()
+        );
+    }
+    let card = result?;
     eprintln!(
         "wrote {} (test accuracy {:.2}%)",
         args.output.display(),
-        100.0 * model.metrics.test_accuracy
+        100.0 * card.metrics.test_accuracy
     );
     Ok(())
+}
+
+/// The run's config as W&B shows it: the training config's sections, and what it ran on.
+fn wandb_config(
+    config: &TrainConfig,
+    splits: &Splits,
+    backend: &BackendInfo,
+    provenance: Option<&Provenance>,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let serde_json::Value::Object(mut map) = serde_json::to_value(config)? else {
+        anyhow::bail!("the training config is not a JSON object");
+    };
+    map.remove("wandb");
+    map.insert("backend".into(), serde_json::to_value(backend)?);
+    map.insert(
+        "dataset".into(),
+        serde_json::json!({
+            "source": splits.source,
+            "train": splits.train.len(),
+            "test": splits.test.len(),
+        }),
+    );
+    if let Some(provenance) = provenance {
+        map.insert("pachyderm".into(), serde_json::to_value(provenance)?);
+    }
+    Ok(map)
 }
 
 /// Trains `config` on `splits` and writes the model directory `out`.
 pub fn train(
     config: &TrainConfig,
     splits: &Splits,
-    device: &Device,
-    backend: &BackendInfo,
+    backend: &Selected,
     out: &Path,
     resume: bool,
+    reporter: &mut dyn MetricsSink,
 ) -> Result<ModelCard> {
     let t = &config.training;
     let input = splits.train.images.shape;
     let (train, validation) = hold_out(&splits.train, t.validation_split, t.seed);
     anyhow::ensure!(!train.is_empty(), "{}: no training data", splits.source);
 
-    let device = device.clone().autodiff();
+    let device = backend.device.clone().autodiff();
     device.seed(t.seed);
     let checkpoints = model_dir::checkpoints_dir(out);
     let mut run = Run {
@@ -143,7 +232,8 @@ pub fn train(
         steps_per_epoch,
         (first_epoch - 1) * steps_per_epoch,
     );
-    let mut sinks = Sinks(vec![Box::new(console)]);
+    let mut console = console;
+    let mut sinks = Sinks(vec![&mut console, reporter]);
     let started = Instant::now();
     for epoch in first_epoch..=t.epochs {
         let epoch_started = Instant::now();
@@ -185,7 +275,7 @@ pub fn train(
         &train,
         &validation,
         &network,
-        backend,
+        &backend.info,
         &run.history,
         &test,
         seconds,
@@ -291,6 +381,7 @@ impl Run {
                 Some(StepMetrics {
                     epoch,
                     step,
+                    total_steps,
                     loss: loss / samples as f64,
                     accuracy: correct as f64 / samples as f64,
                     lr,

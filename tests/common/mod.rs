@@ -128,3 +128,5 @@ pub fn infer(model: &Path, input: &Path, out: &Path, backend: &str) {
             .arg(out),
     );
 }
+
+pub mod fake_wandb;

@@ -1,0 +1,217 @@
+//! Weights & Biases logging over W&B's own HTTP API (there is no usable Rust SDK). Knows nothing
+//! of Burn: training reports to it as to any other metrics sink.
+
+mod client;
+mod run;
+mod settings;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde_json::{Map, Value, json};
+
+use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
+use crate::pachyderm::Provenance;
+pub use run::WandbRun;
+pub use settings::{Mode, WandbConfig};
+
+/// How long the end of a run may take to deliver.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(60);
+
+/// Starts a run as the settings and the environment say, or explains why there is none.
+/// `config` is the run's config, each top-level key becoming one W&B config entry.
+pub fn start(
+    settings: &WandbConfig,
+    key_file: Option<&Path>,
+    config: &Map<String, Value>,
+    provenance: Option<&Provenance>,
+) -> Result<Option<WandbRun>> {
+    start_with(settings, key_file, config, provenance, &|name| {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    })
+}
+
+fn start_with(
+    settings: &WandbConfig,
+    key_file: Option<&Path>,
+    config: &Map<String, Value>,
+    provenance: Option<&Provenance>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<WandbRun>> {
+    let mode = match env("WANDB_MODE").as_deref() {
+        Some("online" | "run") => Mode::Online,
+        Some("disabled" | "dryrun") => Mode::Disabled,
+        Some("offline") => {
+            eprintln!(
+                "wandb: WANDB_MODE=offline: offline runs are not written by this version; W&B logging is off"
+            );
+            return Ok(None);
+        }
+        Some(other) => bail!("WANDB_MODE={other}: expected online, offline or disabled"),
+        None => settings.mode.unwrap_or(Mode::Online),
+    };
+    if mode == Mode::Disabled {
+        eprintln!("wandb: disabled");
+        return Ok(None);
+    }
+    let base_url = env("WANDB_BASE_URL").unwrap_or_else(|| settings::DEFAULT_BASE_URL.into());
+    let (key, source) = match settings::find_key(env, key_file, &base_url) {
+        Ok(found) => found,
+        Err(looked) if settings.required => bail!(
+            "W&B is required (wandb.required) but no API key was found; looked in: {}",
+            looked.join(", ")
+        ),
+        Err(looked) => {
+            eprintln!(
+                "wandb: warning: no API key (looked in: {}); training goes on without W&B",
+                looked.join(", ")
+            );
+            return Ok(None);
+        }
+    };
+    eprintln!("wandb: API key from {source}, server {base_url}");
+    let pipeline = provenance.and_then(|p| p.pipeline.clone());
+    let mut tags = settings.tags.clone();
+    if let Some(extra) = env("WANDB_TAGS") {
+        tags.extend(
+            extra
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from),
+        );
+    }
+    let spec = run::RunSpec {
+        entity: settings.entity.clone().or_else(|| env("WANDB_ENTITY")),
+        project: settings
+            .project
+            .clone()
+            .or_else(|| env("WANDB_PROJECT"))
+            .or_else(|| pipeline.clone())
+            .unwrap_or_else(|| "mnist".into()),
+        run_id: env("WANDB_RUN_ID").unwrap_or_else(new_run_id),
+        display_name: env("WANDB_NAME").or_else(|| provenance.and_then(|p| p.job_id.clone())),
+        group: env("WANDB_RUN_GROUP").or(pipeline),
+        job_type: "train".into(),
+        tags,
+        notes: settings.notes.clone(),
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .or_else(|| env("HOSTNAME")),
+        program: "mnist train".into(),
+        config: Value::Object(
+            config
+                .iter()
+                .map(|(key, value)| (key.clone(), json!({ "value": value })))
+                .collect(),
+        ),
+        base_url: base_url.clone(),
+    };
+    Ok(Some(WandbRun::start(
+        client::Client::new(&base_url, &key),
+        spec,
+    )))
+}
+
+/// Eight characters of [a-z0-9], as W&B's own run ids.
+fn new_run_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// The files of a model directory that a run uploads, by their W&B names.
+pub fn run_files(model_dir: &Path, config: &Path) -> Vec<(String, PathBuf)> {
+    let mut files: Vec<(String, PathBuf)> = ["model.bpk", "model.json", "metrics.json"]
+        .iter()
+        .map(|name| (name.to_string(), model_dir.join(name)))
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    if config.is_file() {
+        let name = config
+            .file_name()
+            .map_or("config.toml".into(), |n| n.to_string_lossy().into_owned());
+        files.push((name, config.to_owned()));
+    }
+    files
+}
+
+fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(key, value)| (key.to_string(), value.clone()))
+        .collect()
+}
+
+/// The run's summary: the final and best figures, built from what training reported.
+#[derive(Default)]
+pub struct Summary {
+    figures: Map<String, Value>,
+}
+
+/// Logs each report as a history row (and its console line), and keeps the summary.
+pub struct WandbSink<'a> {
+    pub run: &'a mut WandbRun,
+    pub summary: &'a mut Summary,
+}
+
+impl MetricsSink for WandbSink<'_> {
+    fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
+        let Some(m) = metrics else { return };
+        self.run.log(row(&[
+            ("trainer/step", json!(step)),
+            ("trainer/epoch", json!(m.epoch)),
+            ("train/loss", json!(m.loss)),
+            ("train/accuracy", json!(m.accuracy)),
+            ("train/lr", json!(m.lr)),
+            ("train/samples_per_second", json!(m.samples_per_second)),
+        ]));
+        self.run.console(&m.line());
+    }
+
+    fn epoch(&mut self, m: &EpochMetrics) {
+        self.run.log(row(&[
+            ("trainer/epoch", json!(m.epoch)),
+            ("epoch/train_loss", json!(m.train_loss)),
+            ("epoch/train_accuracy", json!(m.train_accuracy)),
+            ("val/loss", json!(m.validation_loss)),
+            ("val/accuracy", json!(m.validation_accuracy)),
+            ("epoch/seconds", json!(m.seconds)),
+            ("epoch/samples_per_second", json!(m.samples_per_second)),
+        ]));
+        self.run.console(&m.line());
+        let figures = &mut self.summary.figures;
+        figures.insert("train/loss".into(), json!(m.train_loss));
+        figures.insert("train/accuracy".into(), json!(m.train_accuracy));
+        figures.insert("epoch".into(), json!(m.epoch));
+        if let Some(accuracy) = m.validation_accuracy {
+            let best = figures.get("best/val_accuracy").and_then(Value::as_f64);
+            if best.is_none_or(|best| accuracy > best) {
+                figures.insert("best/val_accuracy".into(), json!(accuracy));
+                figures.insert("best/epoch".into(), json!(m.epoch));
+            }
+            figures.insert("val/accuracy".into(), json!(accuracy));
+            figures.insert("val/loss".into(), json!(m.validation_loss));
+        }
+    }
+
+    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
+        self.run.log(row(&[
+            ("test/accuracy", json!(test_accuracy)),
+            ("test/loss", json!(test_loss)),
+        ]));
+        let figures = &mut self.summary.figures;
+        figures.insert("test/accuracy".into(), json!(test_accuracy));
+        figures.insert("test/loss".into(), json!(test_loss));
+    }
+}
+
+impl Summary {
+    pub fn into_map(self) -> Map<String, Value> {
+        self.figures
+    }
+}

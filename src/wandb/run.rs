@@ -1,0 +1,461 @@
+//! A W&B run beside training. A background thread owns the network: training hands it history
+//! rows and console lines through a bounded queue and never waits for it, except for the bounded
+//! final flush. The thread creates the run, streams `wandb-history.jsonl` and `output.log`
+//! through `file_stream` every few seconds (a heartbeat when idle), and at the end uploads the
+//! files and sends the summary, the list of uploaded files, `complete` and the exit code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use super::client::{ApiError, Client};
+
+/// How often pending lines go out, and how long silence may last before a heartbeat.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+/// How long one request may keep retrying while training runs; creating the run gives up
+/// sooner, so that a server down from the start costs training nothing.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+const CREATE_FOR: Duration = Duration::from_secs(30);
+
+const HISTORY: &str = "wandb-history.jsonl";
+const SUMMARY: &str = "wandb-summary.json";
+const OUTPUT: &str = "output.log";
+
+const UPSERT_BUCKET: &str = "mutation UpsertBucket ($id: String, $name: String, $project: String, $entity: String, $groupName: String, $description: String, $displayName: String, $notes: String, $commit: String, $config: JSONString, $host: String, $debug: Boolean, $program: String, $repo: String, $jobType: String, $state: String, $sweep: String, $tags: [String!], $summaryMetrics: JSONString) {
+	upsertBucket(input: {id:$id,name:$name,groupName:$groupName,modelName:$project,entityName:$entity,description:$description,displayName:$displayName,notes:$notes,config:$config,commit:$commit,host:$host,debug:$debug,jobProgram:$program,jobRepo:$repo,jobType:$jobType,state:$state,sweep:$sweep,tags:$tags,summaryMetrics:$summaryMetrics}) {
+		bucket {
+			id
+			name
+			displayName
+			description
+			config
+			sweepName
+			project {
+				id
+				name
+				entity {
+					id
+					name
+				}
+			}
+			historyLineCount
+		}
+		inserted
+	}
+}";
+
+const CREATE_RUN_FILES: &str = "mutation CreateRunFiles ($entity: String!, $project: String!, $run: String!, $files: [String!]!) {
+	createRunFiles(input: {entityName:$entity,projectName:$project,runName:$run,files:$files}) {
+		runID
+		uploadHeaders
+		files {
+			name
+			uploadUrl
+		}
+	}
+}";
+
+/// What `UpsertBucket` needs to create the run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub base_url: String,
+    pub entity: Option<String>,
+    pub project: String,
+    pub run_id: String,
+    pub display_name: Option<String>,
+    pub group: Option<String>,
+    pub job_type: String,
+    pub tags: Vec<String>,
+    pub notes: Option<String>,
+    pub host: Option<String>,
+    pub program: String,
+    /// The config in W&B's encoding, `{"key": {"value": ...}}`.
+    pub config: Value,
+}
+
+enum Message {
+    History(String),
+    Console(String),
+    Finish {
+        exit_code: i32,
+        summary: Map<String, Value>,
+        files: Vec<(String, PathBuf)>,
+        deadline: Instant,
+    },
+}
+
+/// What the run delivered, for the last log line.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub url: Option<String>,
+    pub rows_sent: usize,
+    pub rows_unsent: usize,
+    pub files_uploaded: usize,
+    /// Whether the end of the run was delivered before the deadline.
+    pub completed: bool,
+}
+
+pub struct WandbRun {
+    sender: SyncSender<Message>,
+    /// Messages the full queue could not take yet; training never blocks on it.
+    backlog: Vec<Message>,
+    /// Where the thread's report arrives when it is done.
+    report: Receiver<Report>,
+    started: Instant,
+    next_step: u64,
+}
+
+impl WandbRun {
+    pub fn start(client: Client, spec: RunSpec) -> Self {
+        let (sender, receiver) = sync_channel(1024);
+        let (report_sender, report) = sync_channel(1);
+        let started = Instant::now();
+        // Detached: if the server holds the end of the run past its deadline, the process
+        // ends without it.
+        std::thread::Builder::new()
+            .name("wandb".into())
+            .spawn(move || {
+                let _ = report_sender.send(Worker::new(client, spec).run(receiver));
+            })
+            .expect("spawning the W&B thread");
+        Self {
+            sender,
+            backlog: Vec::new(),
+            report,
+            started,
+            next_step: 0,
+        }
+    }
+
+    /// Adds a history row; `_step`, `_runtime` and `_timestamp` are filled in.
+    pub fn log(&mut self, mut row: Map<String, Value>) {
+        row.insert("_step".into(), json!(self.next_step));
+        row.insert(
+            "_runtime".into(),
+            json!(self.started.elapsed().as_secs_f64()),
+        );
+        row.insert("_timestamp".into(), json!(unix_seconds()));
+        self.next_step += 1;
+        self.send(Message::History(Value::Object(row).to_string()));
+    }
+
+    /// Adds a line of the console log (marked as stderr, where this tool writes its log).
+    pub fn console(&mut self, line: &str) {
+        self.send(Message::Console(format!(
+            "ERROR {} {line}",
+            utc_timestamp()
+        )));
+    }
+
+    fn send(&mut self, message: Message) {
+        self.backlog.push(message);
+        while !self.backlog.is_empty() {
+            match self.sender.try_send(self.backlog.remove(0)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(message)) => {
+                    self.backlog.insert(0, message);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the run: the summary, the files (W&B name, path) and the exit code go out, waiting
+    /// at most `wait`.
+    pub fn finish(
+        mut self,
+        exit_code: i32,
+        mut summary: Map<String, Value>,
+        files: Vec<(String, PathBuf)>,
+        wait: Duration,
+    ) -> Report {
+        let runtime = self.started.elapsed().as_secs_f64();
+        summary.insert("_runtime".into(), json!(runtime));
+        summary.insert("_timestamp".into(), json!(unix_seconds()));
+        summary.insert("_step".into(), json!(self.next_step.saturating_sub(1)));
+        summary.insert("_wandb".into(), json!({"runtime": runtime.round() as u64}));
+        let deadline = Instant::now() + wait;
+        let finish = Message::Finish {
+            exit_code,
+            summary,
+            files,
+            deadline,
+        };
+        for message in self.backlog.drain(..).chain(std::iter::once(finish)) {
+            if self.sender.send(message).is_err() {
+                break;
+            }
+        }
+        drop(self.sender);
+        self.report
+            .recv_timeout(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
+            )
+            .unwrap_or_default()
+    }
+}
+
+/// The thread's side: the created run's names and what is still to send.
+struct Worker {
+    client: Client,
+    spec: RunSpec,
+    /// (entity, project, run) as the server named them.
+    names: Option<(String, String, String)>,
+    offsets: BTreeMap<&'static str, usize>,
+    pending: BTreeMap<&'static str, Vec<String>>,
+    report: Report,
+    last_sent: Instant,
+}
+
+impl Worker {
+    fn new(client: Client, spec: RunSpec) -> Self {
+        Self {
+            client,
+            spec,
+            names: None,
+            offsets: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            report: Report::default(),
+            last_sent: Instant::now(),
+        }
+    }
+
+    fn run(mut self, receiver: Receiver<Message>) -> Report {
+        if let Err(err) = self.create(Instant::now() + CREATE_FOR) {
+            eprintln!(
+                "wandb: warning: could not create the run ({err}); training goes on without W&B"
+            );
+        }
+        loop {
+            let wait = FLUSH_EVERY.saturating_sub(self.last_sent.elapsed());
+            match receiver.recv_timeout(wait) {
+                Ok(Message::History(line)) => self.pending.entry(HISTORY).or_default().push(line),
+                Ok(Message::Console(line)) => self.pending.entry(OUTPUT).or_default().push(line),
+                Ok(Message::Finish {
+                    exit_code,
+                    summary,
+                    files,
+                    deadline,
+                }) => {
+                    self.finish(exit_code, summary, files, deadline);
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Training ended without finishing the run: it failed.
+                Err(RecvTimeoutError::Disconnected) => {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    self.finish(1, Map::new(), Vec::new(), deadline);
+                    break;
+                }
+            }
+            let due = self.last_sent.elapsed() >= FLUSH_EVERY;
+            let idle = self.last_sent.elapsed() >= HEARTBEAT_EVERY;
+            if due && (self.has_pending() || idle) {
+                let _ = self.stream(Map::new(), Instant::now() + RETRY_FOR);
+            }
+        }
+        self.report.rows_unsent = self.pending.get(HISTORY).map_or(0, Vec::len);
+        self.report
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.values().any(|lines| !lines.is_empty())
+    }
+
+    fn create(&mut self, deadline: Instant) -> Result<(), ApiError> {
+        let s = &self.spec;
+        let variables = json!({
+            "id": null, "name": s.run_id, "project": s.project, "entity": s.entity,
+            "groupName": s.group, "description": null, "displayName": s.display_name,
+            "notes": s.notes, "commit": null, "config": s.config.to_string(), "host": s.host,
+            "debug": null, "program": s.program, "repo": null, "jobType": s.job_type,
+            "state": null, "sweep": null, "tags": s.tags, "summaryMetrics": null,
+        });
+        let data = self
+            .client
+            .graphql(UPSERT_BUCKET, "UpsertBucket", variables, deadline)?;
+        let bucket = &data["upsertBucket"]["bucket"];
+        let project = &bucket["project"];
+        let names = (
+            project["entity"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            project["name"].as_str().unwrap_or(&s.project).to_owned(),
+            bucket["name"].as_str().unwrap_or(&s.run_id).to_owned(),
+        );
+        let url = format!(
+            "{}/{}/{}/runs/{}",
+            app_url(&s.base_url),
+            names.0,
+            names.1,
+            names.2
+        );
+        eprintln!("wandb: run {url}");
+        self.report.url = Some(url);
+        self.names = Some(names);
+        Ok(())
+    }
+
+    /// Sends the pending lines (and `extra` fields); on success they are gone and the offsets
+    /// move on, on failure they stay for the next request.
+    fn stream(&mut self, extra: Map<String, Value>, deadline: Instant) -> Result<Value, ApiError> {
+        let Some((entity, project, run)) = &self.names else {
+            return Ok(Value::Null);
+        };
+        let mut files = Map::new();
+        for (name, lines) in &self.pending {
+            if !lines.is_empty() {
+                let offset = self.offsets.get(name).copied().unwrap_or(0);
+                files.insert((*name).into(), json!({"offset": offset, "content": lines}));
+            }
+        }
+        let mut body = Map::from_iter([("files".to_string(), Value::Object(files))]);
+        body.extend(extra);
+        self.last_sent = Instant::now();
+        let answer =
+            self.client
+                .file_stream((entity, project, run), &Value::Object(body), deadline)?;
+        for (name, lines) in std::mem::take(&mut self.pending) {
+            *self.offsets.entry(name).or_default() += lines.len();
+            if name == HISTORY {
+                self.report.rows_sent += lines.len();
+            }
+        }
+        Ok(answer)
+    }
+
+    fn finish(
+        &mut self,
+        exit_code: i32,
+        summary: Map<String, Value>,
+        files: Vec<(String, PathBuf)>,
+        deadline: Instant,
+    ) {
+        if self.names.is_none() {
+            return;
+        }
+        let uploaded = self.upload(&files, deadline);
+        self.pending
+            .insert(SUMMARY, vec![Value::Object(summary).to_string()]);
+        // The summary is replaced, not appended: always at offset 0.
+        self.offsets.insert(SUMMARY, 0);
+        let extra = Map::from_iter([
+            ("uploaded".to_string(), json!(uploaded)),
+            ("complete".to_string(), json!(true)),
+            ("exitcode".to_string(), json!(exit_code)),
+        ]);
+        match self.stream(extra, deadline) {
+            Ok(_) => self.report.completed = true,
+            Err(err) => eprintln!("wandb: warning: the end of the run was not delivered: {err}"),
+        }
+    }
+
+    /// `CreateRunFiles`, then a PUT of each file to its signed URL; returns the names uploaded.
+    fn upload(&mut self, files: &[(String, PathBuf)], deadline: Instant) -> Vec<String> {
+        let Some((entity, project, run)) = self.names.clone() else {
+            return Vec::new();
+        };
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        let variables = json!({"entity": entity, "project": project, "run": run, "files": names});
+        let urls =
+            match self
+                .client
+                .graphql(CREATE_RUN_FILES, "CreateRunFiles", variables, deadline)
+            {
+                Ok(data) => data["createRunFiles"]["files"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                Err(err) => {
+                    eprintln!("wandb: warning: files not uploaded: {err}");
+                    return Vec::new();
+                }
+            };
+        let mut uploaded = Vec::new();
+        for (name, path) in files {
+            let url = urls
+                .iter()
+                .find(|f| f["name"].as_str() == Some(name.as_str()))
+                .and_then(|f| f["uploadUrl"].as_str());
+            let (Some(url), Ok(bytes)) = (url, std::fs::read(path)) else {
+                eprintln!("wandb: warning: {name} not uploaded");
+                continue;
+            };
+            match self.client.put(url, &bytes, deadline) {
+                Ok(()) => uploaded.push(name.clone()),
+                Err(err) => eprintln!("wandb: warning: {name} not uploaded: {err}"),
+            }
+        }
+        self.report.files_uploaded = uploaded.len();
+        uploaded
+    }
+}
+
+/// The web app's address for an API address: `https://api.wandb.ai` → `https://wandb.ai`.
+fn app_url(base: &str) -> String {
+    base.trim_end_matches('/').replacen("://api.", "://", 1)
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `2026-11-23T21:18:05.420369`, UTC, as W&B's console log lines start.
+fn utc_timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        now.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_urls() {
+        assert_eq!(app_url("https://api.wandb.ai"), "https://wandb.ai");
+        assert_eq!(app_url("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn timestamps_are_utc_iso_8601() {
+        let stamp = utc_timestamp();
+        assert_eq!(stamp.len(), 26, "{stamp}");
+        assert_eq!(&stamp[4..5], "-");
+        assert_eq!(&stamp[10..11], "T");
+        assert!(stamp.starts_with("20"), "{stamp}");
+    }
+}

@@ -1,0 +1,239 @@
+//! A fake W&B server on loopback that answers as the real one does (shapes from the official
+//! SDK's recorded traffic), records what it receives by operation and file offset, and injects
+//! faults into `file_stream` on request.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answer with this HTTP status.
+    Status(u16),
+    /// 429 with `Retry-After: 1`.
+    TooManyRequests,
+    /// Close the connection without answering, the request unprocessed.
+    Drop,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    /// (method, path, operation name) of every request, in order.
+    pub requests: Vec<(String, String, Option<String>)>,
+    pub authorizations: Vec<String>,
+    pub faults: VecDeque<Fault>,
+    /// Lines of each streamed file by offset; a line sent twice to one offset must not differ.
+    pub files: BTreeMap<String, BTreeMap<usize, String>>,
+    /// Offsets that arrived past the end of what the file held: lost lines.
+    pub gaps: Vec<(String, usize)>,
+    pub upserts: Vec<Value>,
+    pub complete: Option<(bool, i64)>,
+    pub uploaded: Vec<String>,
+    pub puts: BTreeMap<String, Vec<u8>>,
+    /// Bodies of every request, to check what was (not) sent.
+    pub raw: Vec<u8>,
+}
+
+pub struct FakeWandb {
+    pub url: String,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl FakeWandb {
+    pub fn start(faults: &[Fault]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State {
+            faults: faults.iter().copied().collect(),
+            ..State::default()
+        }));
+        let (shared, base) = (state.clone(), url.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(10_000) {
+                let Ok(stream) = stream else { continue };
+                let (state, base) = (shared.clone(), base.clone());
+                std::thread::spawn(move || serve(stream, &state, &base));
+            }
+        });
+        Self { url, state }
+    }
+
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// The streamed lines of `file`, in offset order.
+    pub fn lines(&self, file: &str) -> Vec<Value> {
+        self.state()
+            .files
+            .get(file)
+            .map(|lines| {
+                lines
+                    .values()
+                    .map(|l| serde_json::from_str(l).unwrap_or(json!(l)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut length = 0;
+        let mut authorization = String::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':').unwrap_or((header, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                "authorization" => authorization = value.trim().to_string(),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, extra, answer) = respond(state, base, &method, &path, &authorization, &body);
+        if status == 0 {
+            return; // a dropped connection
+        }
+        let answer = answer.to_string();
+        let response = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{answer}",
+            answer.len()
+        );
+        if stream.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Status (0: drop the connection), extra headers and the JSON answer.
+fn respond(
+    state: &Mutex<State>,
+    base: &str,
+    method: &str,
+    path: &str,
+    authorization: &str,
+    body: &[u8],
+) -> (u16, String, Value) {
+    let mut state = state.lock().unwrap();
+    state.raw.extend_from_slice(body);
+    state.raw.push(b'\n');
+    if method == "PUT" {
+        state.requests.push((method.into(), path.into(), None));
+        state.puts.insert(path.into(), body.to_vec());
+        return (200, String::new(), json!({}));
+    }
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let operation = request["operationName"].as_str().map(String::from);
+    state
+        .requests
+        .push((method.into(), path.into(), operation.clone()));
+    state.authorizations.push(authorization.into());
+    if path.ends_with("/file_stream") {
+        match state.faults.pop_front() {
+            Some(Fault::Status(status)) => {
+                return (status, String::new(), json!({"error": "injected"}));
+            }
+            Some(Fault::TooManyRequests) => {
+                return (
+                    429,
+                    "Retry-After: 1\r\n".into(),
+                    json!({"error": "slow down"}),
+                );
+            }
+            Some(Fault::Drop) => return (0, String::new(), Value::Null),
+            None => {}
+        }
+        for (name, file) in request["files"].as_object().cloned().unwrap_or_default() {
+            let offset = file["offset"].as_u64().unwrap_or(0) as usize;
+            let lines = state.files.entry(name.clone()).or_default();
+            if name != "wandb-summary.json" && offset > lines.len() {
+                let gap = (name.clone(), offset);
+                state.gaps.push(gap);
+                continue;
+            }
+            let lines = state.files.entry(name.clone()).or_default();
+            for (i, line) in file["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let line = line.as_str().unwrap_or_default().to_string();
+                if let Some(previous) = lines.insert(offset + i, line.clone()) {
+                    assert_eq!(previous, line, "{name} line {} changed", offset + i);
+                }
+            }
+        }
+        if request["complete"].as_bool() == Some(true) {
+            state.complete = Some((true, request["exitcode"].as_i64().unwrap_or(-1)));
+            state.uploaded = request["uploaded"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+        return (200, String::new(), json!({"exitcode": null, "limits": {}}));
+    }
+    let variables = &request["variables"];
+    let data = match operation.as_deref() {
+        Some("UpsertBucket") => {
+            state.upserts.push(variables.clone());
+            json!({"upsertBucket": {"bucket": {
+                "id": "UnVuOnYx", "name": variables["name"], "displayName": variables["displayName"],
+                "description": null, "config": variables["config"], "sweepName": null,
+                "project": {"id": "UHJvamVjdA==", "name": variables["project"],
+                            "entity": {"id": "RW50aXR5", "name": variables["entity"].as_str().unwrap_or("default-entity")}},
+                "historyLineCount": 0}, "inserted": true}})
+        }
+        Some("CreateRunFiles") => {
+            let files: Vec<Value> = variables["files"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|name| json!({"name": name, "uploadUrl": format!("{base}/storage/run/{}", name.as_str().unwrap_or(""))}))
+                .collect();
+            json!({"createRunFiles": {"runID": "UnVuOnYx", "uploadHeaders": [], "files": files}})
+        }
+        Some("Viewer") => {
+            json!({"viewer": {"id": "VXNlcg==", "entity": "default-entity", "username": "tester", "email": "t@example.com", "flags": "{}", "teams": {"edges": []}}})
+        }
+        _ => {
+            return (
+                400,
+                String::new(),
+                json!({"errors": [{"message": "unknown operation"}]}),
+            );
+        }
+    };
+    (200, String::new(), json!({"data": data}))
+}

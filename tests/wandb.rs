@@ -1,0 +1,255 @@
+//! Training runs logged to a fake W&B server on loopback: what arrives, with and without
+//! faults, and that the API key never leaks.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Instant;
+
+use common::fake_wandb::{FakeWandb, Fault};
+use common::*;
+use serde_json::Value;
+
+const KEY: &str = "local-0123456789abcdef0123456789abcdef01234567";
+
+fn train(server: &str, out: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = mnist();
+    cmd.env("WANDB_BASE_URL", server)
+        .env_remove("WANDB_API_KEY")
+        .env("HOME", out) // no ~/.netrc
+        .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])
+        .arg(config("smoke.toml"))
+        .arg("--output")
+        .arg(out.join("model"))
+        .arg("--wandb-key-file")
+        .arg(out.join("no-such-key"));
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd.output().unwrap()
+}
+
+/// Everything a finished run must have delivered, exactly once and in order.
+fn assert_complete_run(server: &FakeWandb, output: &Output, exit_code: i64) {
+    let log = stderr(output);
+    let history = server.lines("wandb-history.jsonl");
+    assert!(!history.is_empty(), "{log}");
+    for (i, row) in history.iter().enumerate() {
+        assert_eq!(row["_step"], i, "history row {i}: {row}");
+    }
+    // Steps 20, 40 and 57 (end of epoch), the epoch row, the test row.
+    let steps: Vec<&Value> = history
+        .iter()
+        .filter_map(|r| r.get("trainer/step"))
+        .collect();
+    assert_eq!(steps, [20, 40, 57]);
+    assert!(history.iter().any(|r| r.get("val/accuracy").is_some()));
+    assert!(history.last().unwrap()["test/accuracy"].as_f64().unwrap() > 0.5);
+    let state = server.state();
+    assert!(state.gaps.is_empty(), "lost lines: {:?}", state.gaps);
+    assert_eq!(state.complete, Some((true, exit_code)));
+    let summary: Value = serde_json::from_str(&state.files["wandb-summary.json"][&0]).unwrap();
+    assert!(summary["test/accuracy"].as_f64().is_some(), "{summary}");
+    assert!(summary["best/val_accuracy"].as_f64().is_some(), "{summary}");
+    let output_log = &state.files["output.log"];
+    assert!(
+        output_log
+            .values()
+            .any(|l| l.contains("epoch 1: train loss")),
+        "{output_log:?}"
+    );
+    assert!(output_log.values().all(|l| l.starts_with("ERROR 20")));
+    // Basic auth `api:<key>` on every API call, the key nowhere else.
+    let expected = format!("Basic {}", base64(&format!("api:{KEY}")));
+    assert!(
+        state.authorizations.iter().all(|a| *a == expected),
+        "{:?}",
+        state.authorizations
+    );
+    assert!(!String::from_utf8_lossy(&state.raw).contains(KEY));
+    assert!(!log.contains(KEY) && !String::from_utf8_lossy(&output.stdout).contains(KEY));
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn a_run_delivers_config_history_summary_files_and_its_end() {
+    let server = FakeWandb::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let output = train(
+        &server.url,
+        out.path(),
+        &[
+            ("WANDB_API_KEY", KEY),
+            ("WANDB_ENTITY", "team"),
+            ("WANDB_PROJECT", "digits"),
+            ("WANDB_RUN_ID", "abc123xy"),
+            ("WANDB_NAME", "first"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains(&format!(
+            "wandb: run {}/team/digits/runs/abc123xy",
+            server.url
+        )),
+        "{log}"
+    );
+    assert!(log.contains("wandb: API key from WANDB_API_KEY"), "{log}");
+    assert_complete_run(&server, &output, 0);
+
+    let state = server.state();
+    let upsert = &state.upserts[0];
+    assert_eq!(upsert["entity"], "team");
+    assert_eq!(upsert["project"], "digits");
+    assert_eq!(upsert["name"], "abc123xy");
+    assert_eq!(upsert["displayName"], "first");
+    assert_eq!(upsert["jobType"], "train");
+    let config: Value = serde_json::from_str(upsert["config"].as_str().unwrap()).unwrap();
+    assert_eq!(config["model"]["value"]["kind"], "cnn");
+    assert_eq!(config["training"]["value"]["seed"], 7);
+    assert_eq!(config["backend"]["value"]["name"], "cpu");
+    assert_eq!(config["dataset"]["value"]["train"], 4000);
+    assert!(config.get("wandb").is_none());
+    let mut uploaded = state.uploaded.clone();
+    uploaded.sort();
+    assert_eq!(
+        uploaded,
+        ["metrics.json", "model.bpk", "model.json", "smoke.toml"]
+    );
+    let model = std::fs::read(out.path().join("model/model.bpk")).unwrap();
+    assert_eq!(state.puts["/storage/run/model.bpk"], model);
+    let operations: Vec<&str> = state
+        .requests
+        .iter()
+        .filter_map(|r| r.2.as_deref())
+        .collect();
+    assert_eq!(operations, ["UpsertBucket", "CreateRunFiles"]);
+}
+
+#[test]
+fn faults_are_retried_and_nothing_is_lost_or_doubled() {
+    let server = FakeWandb::start(&[
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::TooManyRequests,
+        Fault::Drop,
+        Fault::Status(502),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let output = train(&server.url, out.path(), &[("WANDB_API_KEY", KEY)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_complete_run(&server, &output, 0);
+    assert!(server.state().faults.is_empty());
+}
+
+#[test]
+fn a_failed_run_ends_with_a_non_zero_exit_code() {
+    let server = FakeWandb::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    // A checkpoint of another network: --resume fails after the run has started.
+    succeeds(
+        mnist()
+            .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])
+            .arg(config("mlp.toml"))
+            .arg("--output")
+            .arg(out.path().join("model")),
+    );
+    let output = mnist()
+        .env("WANDB_BASE_URL", &server.url)
+        .env("WANDB_API_KEY", KEY)
+        .args(["train", "--backend", "cpu", "--resume", "--config"])
+        .arg(config("smoke.toml"))
+        .arg("--output")
+        .arg(out.path().join("model"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("trained with another model"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(server.state().complete.map(|c| c.1), Some(1));
+}
+
+#[test]
+fn the_key_comes_from_a_file_or_netrc_and_never_shows() {
+    for source in ["file", "netrc"] {
+        let server = FakeWandb::start(&[]);
+        let out = tempfile::tempdir().unwrap();
+        let key_file = out.path().join("key");
+        let netrc = out.path().join("netrc");
+        std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+        std::fs::write(
+            &netrc,
+            format!("machine 127.0.0.1\n  login user\n  password {KEY}\n"),
+        )
+        .unwrap();
+        let mut cmd = mnist();
+        cmd.env("WANDB_BASE_URL", &server.url)
+            .env_remove("WANDB_API_KEY")
+            .env("HOME", out.path())
+            .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])
+            .arg(config("smoke.toml"))
+            .arg("--output")
+            .arg(out.path().join("model"));
+        if source == "file" {
+            cmd.arg("--wandb-key-file").arg(&key_file);
+        } else {
+            cmd.env("NETRC", &netrc)
+                .arg("--wandb-key-file")
+                .arg(out.path().join("none"));
+        }
+        let output = cmd.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let log = stderr(&output);
+        let expected = if source == "file" {
+            format!("key file {}", key_file.display())
+        } else {
+            netrc.display().to_string()
+        };
+        assert!(
+            log.contains(&format!("wandb: API key from {expected}")),
+            "{log}"
+        );
+        assert_complete_run(&server, &output, 0);
+    }
+}
+
+#[test]
+fn without_a_key_or_a_server_training_goes_on() {
+    let out = tempfile::tempdir().unwrap();
+    let output = train("http://127.0.0.1:9", out.path(), &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains("wandb: warning: no API key (looked in: WANDB_API_KEY"),
+        "{log}"
+    );
+    assert!(log.contains("netrc"), "{log}");
+
+    // A server that is down for the whole run: training finishes, briefly delayed at most.
+    let started = Instant::now();
+    let output = train("http://127.0.0.1:9", out.path(), &[("WANDB_API_KEY", KEY)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(
+        log.contains("wandb: warning: could not create the run"),
+        "{log}"
+    );
+    assert!(!log.contains(KEY));
+    assert!(started.elapsed().as_secs() < 90, "{:?}", started.elapsed());
+
+    let output = train(
+        "http://127.0.0.1:9",
+        out.path(),
+        &[("WANDB_API_KEY", KEY), ("WANDB_MODE", "disabled")],
+    );
+    assert!(stderr(&output).contains("wandb: disabled"));
+}
