@@ -240,7 +240,7 @@ impl TrainConfig {
             );
         }
         if let Preprocess::Standardize { std, .. } = self.preprocess
-            && !(std > 0.0)
+            && (std.is_nan() || std <= 0.0)
         {
             bail!("preprocess.std: {std} is not a positive number");
         }

@@ -83,8 +83,8 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let mut first = 0;
     for (out, rows) in outputs {
         let mut writer = RowWriter::new(AtomicFile::create(&out)?);
-        for i in first..first + rows {
-            writer.write(images.image(i), Some((LabelColumn::Last, predictions[i])))?;
+        for (i, &label) in predictions[first..first + rows].iter().enumerate() {
+            writer.write(images.image(first + i), Some((LabelColumn::Last, label)))?;
         }
         let mut file = writer.into_inner();
         file.flush()?;

@@ -15,7 +15,8 @@ const KEY: &str = "local-0123456789abcdef0123456789abcdef01234567";
 
 fn train(server: &str, out: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = mnist();
-    cmd.env("WANDB_BASE_URL", server)
+    cmd.env("WANDB_MODE", "online")
+        .env("WANDB_BASE_URL", server)
         .env_remove("WANDB_API_KEY")
         .env("HOME", out) // no ~/.netrc
         .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])
@@ -161,6 +162,7 @@ fn a_failed_run_ends_with_a_non_zero_exit_code() {
             .arg(out.path().join("model")),
     );
     let output = mnist()
+        .env("WANDB_MODE", "online")
         .env("WANDB_BASE_URL", &server.url)
         .env("WANDB_API_KEY", KEY)
         .args(["train", "--backend", "cpu", "--resume", "--config"])
@@ -192,7 +194,8 @@ fn the_key_comes_from_a_file_or_netrc_and_never_shows() {
         )
         .unwrap();
         let mut cmd = mnist();
-        cmd.env("WANDB_BASE_URL", &server.url)
+        cmd.env("WANDB_MODE", "online")
+            .env("WANDB_BASE_URL", &server.url)
             .env_remove("WANDB_API_KEY")
             .env("HOME", out.path())
             .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])

@@ -54,8 +54,9 @@ pub struct TrainArgs {
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
-    /// File holding the W&B API key, when WANDB_API_KEY is not set [default: /secrets/wandb/key].
-    #[arg(long, value_name = "FILE")]
+    /// File holding the W&B API key, when WANDB_API_KEY is not set [default: /secrets/wandb/key,
+    /// where the Pachyderm secret `wandb` is mounted with `mountPath: /secrets/wandb`].
+    #[arg(long, value_name = "FILE", env = "MNIST_WANDB_KEY_FILE")]
     pub wandb_key_file: Option<PathBuf>,
 }
 
@@ -373,7 +374,7 @@ impl Run {
             let grads = GradientsParams::from_grads(loss.backward(), &self.network);
             self.network = self.optimizer.step(lr, self.network.clone(), grads);
 
-            let metrics = if step % t.log_every == 0 || i + 1 == steps_per_epoch {
+            let metrics = if step.is_multiple_of(t.log_every) || i + 1 == steps_per_epoch {
                 let (loss, correct, samples, seconds) = window.read()?;
                 totals.0 += loss;
                 totals.1 += correct;

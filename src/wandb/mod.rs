@@ -41,19 +41,23 @@ fn start_with(
 ) -> Result<Option<WandbRun>> {
     let mode = match env("WANDB_MODE").as_deref() {
         Some("online" | "run") => Mode::Online,
+        Some("offline") => Mode::Offline,
         Some("disabled" | "dryrun") => Mode::Disabled,
-        Some("offline") => {
-            eprintln!(
-                "wandb: WANDB_MODE=offline: offline runs are not written by this version; W&B logging is off"
-            );
-            return Ok(None);
-        }
         Some(other) => bail!("WANDB_MODE={other}: expected online, offline or disabled"),
         None => settings.mode.unwrap_or(Mode::Online),
     };
-    if mode == Mode::Disabled {
-        eprintln!("wandb: disabled");
-        return Ok(None);
+    match mode {
+        Mode::Online => {}
+        Mode::Offline => {
+            eprintln!(
+                "wandb: warning: offline runs are not written by this version; W&B logging is off"
+            );
+            return Ok(None);
+        }
+        Mode::Disabled => {
+            eprintln!("wandb: disabled");
+            return Ok(None);
+        }
     }
     let base_url = env("WANDB_BASE_URL").unwrap_or_else(|| settings::DEFAULT_BASE_URL.into());
     let (key, source) = match settings::find_key(env, key_file, &base_url) {

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ORDER, ROOT, load_spec
+from fake_wandb import FakeWandb
+
+SECRET = {"key": "rehearsal-secret-value"}
 
 
 def datums(node, repos):
@@ -32,7 +35,7 @@ def datums(node, repos):
     raise AssertionError(f"rehearsal does not handle input {node}")
 
 
-def run_pipeline(spec, repos, commits, mnist_bin, work):
+def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
     name = spec["pipeline"]["name"]
     output = work / "repos" / name
     output.mkdir(parents=True)
@@ -40,7 +43,9 @@ def run_pipeline(spec, repos, commits, mnist_bin, work):
     for index, datum in enumerate(datums(spec["input"], repos)):
         pfs = work / "workers" / name / str(index) / "pfs"
         (pfs / "out").mkdir(parents=True)
-        env = dict(os.environ, **spec["transform"].get("env", {}))
+        # The worker's environment: the runner's, less any W&B settings of its own.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        env.update(spec["transform"].get("env", {}))
         env.update(PPS_PIPELINE_NAME=name, PPS_PROJECT_NAME="default", PACH_JOB_ID=job,
                    PACH_DATUM_ID=f"{index:064x}", PACH_OUTPUT_COMMIT_ID=uuid.uuid4().hex,
                    PPS_SPEC_COMMIT=uuid.uuid4().hex)
@@ -53,14 +58,25 @@ def run_pipeline(spec, repos, commits, mnist_bin, work):
                 copy = shutil.copytree if (source / entry).is_dir() else shutil.copy2
                 copy(source / entry, pfs / input_name / entry)
             env[f"{input_name}_COMMIT"] = commits[repo]
+        # W&B goes to a fake server on loopback; the secret `wandb` reaches the stage as the
+        # spec says: as an environment variable, or as files under mountPath (mapped here, as
+        # /pfs is, through the binary's key-file setting).
+        env["WANDB_BASE_URL"] = wandb_url
+        env["HOME"] = str(work)
         for secret in spec["transform"].get("secrets", []):
             if "envVar" in secret:
-                env[secret["envVar"]] = "rehearsal-secret-value"
+                env[secret["envVar"]] = SECRET[secret["key"]]
+            if "mountPath" in secret:
+                mount = work / "workers" / name / str(index) / secret["mountPath"].lstrip("/")
+                mount.mkdir(parents=True)
+                for key, value in SECRET.items():
+                    (mount / key).write_text(value)
+                env["MNIST_WANDB_KEY_FILE"] = str(mount / "key")
         cmd = [str(mnist_bin) if arg == "mnist" else arg.replace("/pfs", str(pfs), 1)
                if arg.startswith("/pfs") else arg for arg in spec["transform"]["cmd"]]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{name} datum {index}: {cmd}\n{result.stderr}"
-        assert "rehearsal-secret-value" not in result.stderr + result.stdout
+        assert SECRET["key"] not in result.stderr + result.stdout
         # Outputs of all datums merge into the output commit; two datums writing one path is
         # an error in Pachyderm too.
         for path in sorted((pfs / "out").rglob("*")):
@@ -94,10 +110,18 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
     commits = {repo: uuid.uuid4().hex for repo in repos}
 
     outputs = {}
-    for name in ORDER:
-        spec = load_spec(model_spec if name == "model" else name)
-        outputs[name] = run_pipeline(spec, repos, commits, mnist_bin, tmp_path)
-        print(f"{name}: {tree(outputs[name])}")
+    wandb = FakeWandb()
+    try:
+        for name in ORDER:
+            spec = load_spec(model_spec if name == "model" else name)
+            outputs[name] = run_pipeline(spec, repos, commits, mnist_bin, tmp_path, wandb.url)
+            print(f"{name}: {tree(outputs[name])}")
+    finally:
+        wandb.stop()
+    # Only training logs to W&B, with the key from the secret, and finishes its run.
+    assert wandb.keys and set(wandb.keys) == {SECRET["key"]}
+    assert wandb.exit_codes == [0]
+    assert wandb.history_rows > 0
 
     assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
     assert tree(outputs["model"]) == ["metrics.json", "model.bpk", "model.json"]
