@@ -26,9 +26,10 @@ define run
 endef
 
 # What the tests need beyond Rust: Debian's Fashion-MNIST, Mesa's software Vulkan (the wgpu
-# tests run on it), and pytest with jsonschema for the pipeline specs.
+# tests run on it), pytest with jsonschema for the pipeline specs, and the official W&B SDK
+# that checks the fake W&B server of the tests.
 APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1
-PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0
+PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0
 SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup build test demo bench lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean

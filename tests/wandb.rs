@@ -256,3 +256,45 @@ fn without_a_key_or_a_server_training_goes_on() {
     );
     assert!(stderr(&output).contains("wandb: disabled"));
 }
+
+/// The official SDK (`pip install wandb==0.31.0`) runs against the fake server: the fake
+/// answers as the real one does.
+#[test]
+fn the_official_sdk_runs_against_the_fake_server() {
+    let server = FakeWandb::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import wandb
+run = wandb.init(entity="team", project="conformance", config={"lr": 0.1, "layers": [64, 32]},
+                 tags=["t1"], group="g", job_type="train")
+for i in range(3):
+    run.log({"loss": 1.0 / (i + 1), "acc": i / 10})
+run.summary["best_acc"] = 0.99
+run.finish()
+"#;
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("WANDB_BASE_URL", &server.url)
+        .env("WANDB_API_KEY", KEY)
+        .env("WANDB_DIR", dir.path())
+        .env("HOME", dir.path())
+        .env("WANDB_MODE", "online")
+        .env("WANDB_DISABLE_GIT", "true")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the official SDK failed against the fake server:\n{}",
+        stderr(&output)
+    );
+    let history = server.lines("wandb-history.jsonl");
+    let losses: Vec<f64> = history.iter().filter_map(|r| r["loss"].as_f64()).collect();
+    assert_eq!(losses, [1.0, 0.5, 1.0 / 3.0]);
+    let state = server.state();
+    assert_eq!(state.complete, Some((true, 0)));
+    let config: Value = serde_json::from_str(state.upserts[0]["config"].as_str().unwrap()).unwrap();
+    assert_eq!(config["lr"]["value"], 0.1);
+    let summary: Value = serde_json::from_str(&state.files["wandb-summary.json"][&0]).unwrap();
+    assert_eq!(summary["best_acc"], 0.99);
+}
