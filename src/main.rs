@@ -68,7 +68,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.is::<train::Stopped>() {
+                ExitCode::from(train::STOPPED_EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -73,6 +73,10 @@ pub trait MetricsSink {
     fn step(&mut self, _step: usize, _metrics: Option<&StepMetrics>) {}
     fn epoch(&mut self, _metrics: &EpochMetrics) {}
     fn finished(&mut self, _test_accuracy: f64, _test_loss: f64) {}
+    /// Whether training should stop now (a W&B run stopped from its web page).
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// Hands everything to each of several sinks.
@@ -92,5 +96,9 @@ impl MetricsSink for Sinks<'_> {
         self.0
             .iter_mut()
             .for_each(|s| s.finished(test_accuracy, test_loss));
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.0.iter().any(|s| s.stop_requested())
     }
 }

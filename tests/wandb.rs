@@ -131,6 +131,36 @@ fn a_run_delivers_config_history_summary_files_and_its_end() {
         .filter_map(|r| r.2.as_deref())
         .collect();
     assert_eq!(operations, ["UpsertBucket", "CreateRunFiles"]);
+    drop(state);
+    let events = server.lines("wandb-events.jsonl");
+    assert!(
+        events[0]["system.proc.memory.rssMB"].as_f64().unwrap() > 0.0,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_run_stopped_in_wandb_ends_training_with_exit_code_3() {
+    let server = FakeWandb::start(&[]);
+    server.state().stop = true;
+    let out = tempfile::tempdir().unwrap();
+    let model = out.path().join("model");
+    let output = mnist()
+        .env("WANDB_MODE", "online")
+        .env("WANDB_BASE_URL", &server.url)
+        .env("WANDB_API_KEY", KEY)
+        .args(["train", "--backend", "cpu", "--epochs", "100", "--config"])
+        .arg(config("smoke.toml"))
+        .arg("--output")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{log}");
+    assert!(log.contains("wandb: the run was stopped in W&B"), "{log}");
+    assert!(log.contains("error: stopped from W&B after step"), "{log}");
+    assert!(!model.join("model.json").exists());
+    assert_eq!(server.state().complete, Some((true, 3)));
 }
 
 #[test]

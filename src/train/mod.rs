@@ -25,6 +25,18 @@ use crate::output;
 use crate::pachyderm::Provenance;
 use crate::wandb::{self, WandbSink};
 
+/// Training ended early because its run was stopped in W&B.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped from W&B after step {step}; the checkpoint of the last complete epoch is kept for --resume"
+)]
+pub struct Stopped {
+    step: usize,
+}
+
+/// The exit code of a training stopped from W&B.
+pub const STOPPED_EXIT_CODE: u8 = 3;
+
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Training config (TOML), e.g. configs/cnn.toml, or a directory holding exactly one.
@@ -125,12 +137,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             Err(_) => Vec::new(),
         };
         let finishing = Instant::now();
-        let report = run.finish(
-            i32::from(result.is_err()),
-            summary.into_map(),
-            files,
-            wandb::FINAL_FLUSH,
-        );
+        let exit_code = match &result {
+            Ok(_) => 0,
+            Err(err) if err.is::<Stopped>() => i32::from(STOPPED_EXIT_CODE),
+            Err(_) => 1,
+        };
+        let report = run.finish(exit_code, summary.into_map(), files, wandb::FINAL_FLUSH);
         eprintln!(
             "wandb: {}{} history rows and {} files delivered{}{}; the final flush took {:.1}s",
             report.url.map(|url| format!("{url}: ")).unwrap_or_default(),
@@ -392,6 +404,9 @@ impl Run {
                 None
             };
             sinks.step(step, metrics.as_ref());
+            if sinks.stop_requested() {
+                return Err(Stopped { step }.into());
+            }
         }
         Ok(totals)
     }

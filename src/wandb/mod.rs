@@ -4,6 +4,7 @@
 mod client;
 mod run;
 mod settings;
+mod system;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,6 +165,10 @@ pub struct WandbSink<'a> {
 }
 
 impl MetricsSink for WandbSink<'_> {
+    fn stop_requested(&self) -> bool {
+        self.run.stop_requested()
+    }
+
     fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
         let Some(m) = metrics else { return };
         self.run.log(row(&[

@@ -6,16 +6,21 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
 use super::client::{ApiError, Client};
+use super::system::SystemSampler;
 
-/// How often pending lines go out, and how long silence may last before a heartbeat.
+/// How often pending lines go out, how long silence may last before a heartbeat, and how
+/// often system metrics are sampled.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 /// How long one request may keep retrying while training runs; creating the run gives up
 /// sooner, so that a server down from the start costs training nothing.
 const RETRY_FOR: Duration = Duration::from_secs(120);
@@ -24,6 +29,7 @@ const CREATE_FOR: Duration = Duration::from_secs(30);
 const HISTORY: &str = "wandb-history.jsonl";
 const SUMMARY: &str = "wandb-summary.json";
 const OUTPUT: &str = "output.log";
+const EVENTS: &str = "wandb-events.jsonl";
 
 const UPSERT_BUCKET: &str = "mutation UpsertBucket ($id: String, $name: String, $project: String, $entity: String, $groupName: String, $description: String, $displayName: String, $notes: String, $commit: String, $config: JSONString, $host: String, $debug: Boolean, $program: String, $repo: String, $jobType: String, $state: String, $sweep: String, $tags: [String!], $summaryMetrics: JSONString) {
 	upsertBucket(input: {id:$id,name:$name,groupName:$groupName,modelName:$project,entityName:$entity,description:$description,displayName:$displayName,notes:$notes,config:$config,commit:$commit,host:$host,debug:$debug,jobProgram:$program,jobRepo:$repo,jobType:$jobType,state:$state,sweep:$sweep,tags:$tags,summaryMetrics:$summaryMetrics}) {
@@ -101,6 +107,8 @@ pub struct Report {
 
 pub struct WandbRun {
     sender: SyncSender<Message>,
+    /// Set when the server answers `{"stopped": true}`: someone stopped the run in W&B.
+    stopped: Arc<AtomicBool>,
     /// Messages the full queue could not take yet; training never blocks on it.
     backlog: Vec<Message>,
     /// Where the thread's report arrives when it is done.
@@ -114,21 +122,30 @@ impl WandbRun {
         let (sender, receiver) = sync_channel(1024);
         let (report_sender, report) = sync_channel(1);
         let started = Instant::now();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
         // Detached: if the server holds the end of the run past its deadline, the process
         // ends without it.
         std::thread::Builder::new()
             .name("wandb".into())
             .spawn(move || {
-                let _ = report_sender.send(Worker::new(client, spec).run(receiver));
+                let worker = Worker::new(client, spec, flag, started);
+                let _ = report_sender.send(worker.run(receiver));
             })
             .expect("spawning the W&B thread");
         Self {
             sender,
+            stopped,
             backlog: Vec::new(),
             report,
             started,
             next_step: 0,
         }
+    }
+
+    /// Whether the run was stopped from W&B.
+    pub fn stop_requested(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// Adds a history row; `_step`, `_runtime` and `_timestamp` are filled in.
@@ -213,13 +230,19 @@ struct Worker {
     pending: BTreeMap<&'static str, Vec<String>>,
     report: Report,
     last_sent: Instant,
+    stopped: Arc<AtomicBool>,
+    system: SystemSampler,
+    last_sample: Option<Instant>,
 }
 
 impl Worker {
-    fn new(client: Client, spec: RunSpec) -> Self {
+    fn new(client: Client, spec: RunSpec, stopped: Arc<AtomicBool>, started: Instant) -> Self {
         Self {
             client,
             spec,
+            stopped,
+            system: SystemSampler::new(started),
+            last_sample: None,
             names: None,
             offsets: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -255,6 +278,11 @@ impl Worker {
                     self.finish(1, Map::new(), Vec::new(), deadline);
                     break;
                 }
+            }
+            if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
+                self.last_sample = Some(Instant::now());
+                let sample = self.system.sample();
+                self.pending.entry(EVENTS).or_default().push(sample);
             }
             let due = self.last_sent.elapsed() >= FLUSH_EVERY;
             let idle = self.last_sent.elapsed() >= HEARTBEAT_EVERY;
@@ -324,6 +352,10 @@ impl Worker {
         let answer =
             self.client
                 .file_stream((entity, project, run), &Value::Object(body), deadline)?;
+        if answer["stopped"].as_bool() == Some(true) && !self.stopped.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("wandb: the run was stopped in W&B");
+        }
         for (name, lines) in std::mem::take(&mut self.pending) {
             *self.offsets.entry(name).or_default() += lines.len();
             if name == HISTORY {
@@ -408,7 +440,7 @@ fn app_url(base: &str) -> String {
     base.trim_end_matches('/').replacen("://api.", "://", 1)
 }
 
-fn unix_seconds() -> f64 {
+pub(super) fn unix_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

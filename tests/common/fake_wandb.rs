@@ -35,6 +35,8 @@ pub struct State {
     pub puts: BTreeMap<String, Vec<u8>>,
     /// Bodies of every request, to check what was (not) sent.
     pub raw: Vec<u8>,
+    /// Answer `file_stream` with `{"stopped": true}`, as when the run is stopped in the web UI.
+    pub stop: bool,
 }
 
 pub struct FakeWandb {
@@ -200,6 +202,13 @@ fn respond(
                         .collect()
                 })
                 .unwrap_or_default();
+        }
+        if state.stop {
+            return (
+                200,
+                String::new(),
+                json!({"exitcode": null, "limits": {}, "stopped": true}),
+            );
         }
         return (200, String::new(), json!({"exitcode": null, "limits": {}}));
     }
