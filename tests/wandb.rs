@@ -49,6 +49,11 @@ fn assert_complete_run(server: &FakeWandb, output: &Output, exit_code: i64) {
     assert!(history.last().unwrap()["test/accuracy"].as_f64().unwrap() > 0.5);
     let state = server.state();
     assert!(state.gaps.is_empty(), "lost lines: {:?}", state.gaps);
+    assert!(
+        state.conflicts.is_empty(),
+        "changed lines: {:?}",
+        state.conflicts
+    );
     assert_eq!(state.complete, Some((true, exit_code)));
     let summary: Value = serde_json::from_str(&state.files["wandb-summary.json"][&0]).unwrap();
     assert!(summary["test/accuracy"].as_f64().is_some(), "{summary}");
@@ -267,7 +272,8 @@ fn without_a_key_or_a_server_training_goes_on() {
     );
     assert!(log.contains("netrc"), "{log}");
 
-    // A server that is down for the whole run: training finishes, briefly delayed at most.
+    // A server that is down for the whole run: training finishes, briefly delayed at most, and
+    // the offline run holds everything, for `wandb sync`.
     let started = Instant::now();
     let output = train("http://127.0.0.1:9", out.path(), &[("WANDB_API_KEY", KEY)]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -276,8 +282,21 @@ fn without_a_key_or_a_server_training_goes_on() {
         log.contains("wandb: warning: could not create the run"),
         "{log}"
     );
+    assert!(log.contains("wandb: the run is kept offline in"), "{log}");
     assert!(!log.contains(KEY));
     assert!(started.elapsed().as_secs() < 90, "{:?}", started.elapsed());
+    let run_dir = std::fs::read_dir(out.path().join("model/wandb"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let synced = FakeWandb::start(&[]);
+    sync(&run_dir, &synced.url, out.path());
+    let rows = synced.lines("wandb-history.jsonl");
+    let steps: Vec<&Value> = rows.iter().filter_map(|r| r.get("trainer/step")).collect();
+    assert_eq!(steps, [20, 40, 57]);
+    assert!(rows.last().unwrap()["test/accuracy"].is_number());
 
     let output = train(
         "http://127.0.0.1:9",
@@ -327,4 +346,122 @@ run.finish()
     assert_eq!(config["lr"]["value"], 0.1);
     let summary: Value = serde_json::from_str(&state.files["wandb-summary.json"][&0]).unwrap();
     assert_eq!(summary["best_acc"], 0.99);
+}
+
+/// Uploads an offline run with the official `wandb sync` to the server at `url`.
+fn sync(run_dir: &Path, url: &str, home: &Path) {
+    let sync = std::process::Command::new("python3")
+        .args(["-m", "wandb", "sync"])
+        .arg(run_dir)
+        .env("WANDB_BASE_URL", url)
+        .env("WANDB_API_KEY", KEY)
+        .env("HOME", home)
+        .output()
+        .expect("python3 -m wandb sync runs (pip install wandb==0.31.0)");
+    assert!(
+        sync.status.success(),
+        "wandb sync failed:\n{}{}",
+        String::from_utf8_lossy(&sync.stdout),
+        stderr(&sync)
+    );
+}
+
+/// `value` with every number as a float: W&B's own client writes 0.0 as 0.
+fn numbers_as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => serde_json::json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// History rows without the fields that depend on the clock, to compare two runs.
+fn metrics_only(rows: Vec<Value>) -> Vec<Value> {
+    const CLOCK: [&str; 5] = [
+        "_runtime",
+        "_timestamp",
+        "train/samples_per_second",
+        "epoch/seconds",
+        "epoch/samples_per_second",
+    ];
+    rows.into_iter()
+        .map(|mut row| {
+            let map = row.as_object_mut().unwrap();
+            map.retain(|key, _| !CLOCK.contains(&key.as_str()));
+            row
+        })
+        .collect()
+}
+
+#[test]
+fn wandb_sync_uploads_an_offline_run_as_an_online_run_delivers_it() {
+    let online = FakeWandb::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let output = train(&online.url, out.path(), &[("WANDB_API_KEY", KEY)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let offline_out = tempfile::tempdir().unwrap();
+    let output = train(
+        "http://127.0.0.1:9",
+        offline_out.path(),
+        &[("WANDB_MODE", "offline"), ("WANDB_RUN_ID", "off1ine0")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let runs = offline_out.path().join("model/wandb");
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(run_dir.join("run-off1ine0.wandb").is_file());
+    assert!(stderr(&output).contains(&format!("upload it with: wandb sync {}", run_dir.display())));
+
+    let synced = FakeWandb::start(&[]);
+    sync(&run_dir, &synced.url, offline_out.path());
+
+    assert_eq!(
+        metrics_only(synced.lines("wandb-history.jsonl")),
+        metrics_only(online.lines("wandb-history.jsonl"))
+    );
+    let summary = |server: &FakeWandb| -> Value {
+        let state = server.state();
+        let mut summary: Value =
+            serde_json::from_str(&state.files["wandb-summary.json"][&0]).unwrap();
+        let map = summary.as_object_mut().unwrap();
+        map.retain(|key, _| !key.starts_with('_'));
+        summary
+    };
+    assert_eq!(summary(&synced), summary(&online));
+    let config = |server: &FakeWandb| -> Value {
+        let state = server.state();
+        let upsert = state
+            .upserts
+            .iter()
+            .find(|u| u["config"].is_string())
+            .unwrap();
+        serde_json::from_str(upsert["config"].as_str().unwrap()).unwrap()
+    };
+    let (synced_config, online_config) = (config(&synced), config(&online));
+    for key in [
+        "model",
+        "preprocess",
+        "training",
+        "optimizer",
+        "schedule",
+        "backend",
+        "dataset",
+    ] {
+        assert_eq!(
+            numbers_as_floats(&synced_config[key]["value"]),
+            numbers_as_floats(&online_config[key]["value"]),
+            "config {key}"
+        );
+    }
+    assert_eq!(synced.state().complete.map(|c| c.1), Some(0));
 }

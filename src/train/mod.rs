@@ -103,6 +103,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.wandb_key_file.as_deref(),
         &wandb_config,
         provenance.as_ref(),
+        &args.output,
     )?;
 
     let mut summary = wandb::Summary::default();
@@ -136,29 +137,27 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             Ok(_) => wandb::run_files(&args.output, &config_path),
             Err(_) => Vec::new(),
         };
-        let finishing = Instant::now();
         let exit_code = match &result {
             Ok(_) => 0,
             Err(err) if err.is::<Stopped>() => i32::from(STOPPED_EXIT_CODE),
             Err(_) => 1,
         };
+        let finishing = Instant::now();
         let report = run.finish(exit_code, summary.into_map(), files, wandb::FINAL_FLUSH);
-        eprintln!(
-            "wandb: {}{} history rows and {} files delivered{}{}; the final flush took {:.1}s",
-            report.url.map(|url| format!("{url}: ")).unwrap_or_default(),
-            report.rows_sent,
-            report.files_uploaded,
-            match report.rows_unsent {
-                0 => String::new(),
-                n => format!(", {n} rows not delivered"),
-            },
-            if report.completed {
-                ""
-            } else {
-                ", the run was not marked complete"
-            },
-            finishing.elapsed().as_secs_f64()
-        );
+        let waited = finishing.elapsed().as_secs_f64();
+        if report.completed {
+            eprintln!(
+                "wandb: {}{} history rows and {} files delivered; the final flush took {waited:.1}s",
+                report.url.map(|url| format!("{url}: ")).unwrap_or_default(),
+                report.rows_sent,
+                report.files_uploaded,
+            );
+        } else if report.offline.is_none() {
+            eprintln!(
+                "wandb: warning: the run was not delivered ({} history rows sent, {} not); waited {waited:.1}s",
+                report.rows_sent, report.rows_unsent
+            );
+        }
     }
     let card = result?;
     eprintln!(

@@ -2,6 +2,7 @@
 //! of Burn: training reports to it as to any other metrics sink.
 
 mod client;
+mod offline;
 mod run;
 mod settings;
 mod system;
@@ -22,13 +23,15 @@ pub const FINAL_FLUSH: Duration = Duration::from_secs(60);
 
 /// Starts a run as the settings and the environment say, or explains why there is none.
 /// `config` is the run's config, each top-level key becoming one W&B config entry.
+/// Offline runs (and what an online run could not deliver) go under `WANDB_DIR`, else `root`.
 pub fn start(
     settings: &WandbConfig,
     key_file: Option<&Path>,
     config: &Map<String, Value>,
     provenance: Option<&Provenance>,
+    root: &Path,
 ) -> Result<Option<WandbRun>> {
-    start_with(settings, key_file, config, provenance, &|name| {
+    start_with(settings, key_file, config, provenance, root, &|name| {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     })
 }
@@ -38,6 +41,7 @@ fn start_with(
     key_file: Option<&Path>,
     config: &Map<String, Value>,
     provenance: Option<&Provenance>,
+    root: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<WandbRun>> {
     let mode = match env("WANDB_MODE").as_deref() {
@@ -47,35 +51,32 @@ fn start_with(
         Some(other) => bail!("WANDB_MODE={other}: expected online, offline or disabled"),
         None => settings.mode.unwrap_or(Mode::Online),
     };
-    match mode {
-        Mode::Online => {}
-        Mode::Offline => {
-            eprintln!(
-                "wandb: warning: offline runs are not written by this version; W&B logging is off"
-            );
-            return Ok(None);
-        }
-        Mode::Disabled => {
-            eprintln!("wandb: disabled");
-            return Ok(None);
-        }
+    if mode == Mode::Disabled {
+        eprintln!("wandb: disabled");
+        return Ok(None);
     }
     let base_url = env("WANDB_BASE_URL").unwrap_or_else(|| settings::DEFAULT_BASE_URL.into());
-    let (key, source) = match settings::find_key(env, key_file, &base_url) {
-        Ok(found) => found,
-        Err(looked) if settings.required => bail!(
-            "W&B is required (wandb.required) but no API key was found; looked in: {}",
-            looked.join(", ")
-        ),
-        Err(looked) => {
-            eprintln!(
-                "wandb: warning: no API key (looked in: {}); training goes on without W&B",
+    let client = if mode == Mode::Offline {
+        eprintln!("wandb: offline: the run is written for `wandb sync`");
+        None
+    } else {
+        let (key, source) = match settings::find_key(env, key_file, &base_url) {
+            Ok(found) => found,
+            Err(looked) if settings.required => bail!(
+                "W&B is required (wandb.required) but no API key was found; looked in: {}",
                 looked.join(", ")
-            );
-            return Ok(None);
-        }
+            ),
+            Err(looked) => {
+                eprintln!(
+                    "wandb: warning: no API key (looked in: {}); training goes on without W&B",
+                    looked.join(", ")
+                );
+                return Ok(None);
+            }
+        };
+        eprintln!("wandb: API key from {source}, server {base_url}");
+        Some(client::Client::new(&base_url, &key))
     };
-    eprintln!("wandb: API key from {source}, server {base_url}");
     let pipeline = provenance.and_then(|p| p.pipeline.clone());
     let mut tags = settings.tags.clone();
     if let Some(extra) = env("WANDB_TAGS") {
@@ -114,10 +115,8 @@ fn start_with(
         ),
         base_url: base_url.clone(),
     };
-    Ok(Some(WandbRun::start(
-        client::Client::new(&base_url, &key),
-        spec,
-    )))
+    let offline_root = env("WANDB_DIR").map_or_else(|| root.to_owned(), PathBuf::from);
+    Ok(Some(WandbRun::start(client, spec, offline_root)))
 }
 
 /// Eight characters of [a-z0-9], as W&B's own run ids.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use super::client::{ApiError, Client};
+use super::offline::OfflineRun;
 use super::system::SystemSampler;
 
 /// How often pending lines go out, how long silence may last before a heartbeat, and how
@@ -103,6 +104,8 @@ pub struct Report {
     pub files_uploaded: usize,
     /// Whether the end of the run was delivered before the deadline.
     pub completed: bool,
+    /// The offline run holding what was not delivered (or everything, offline).
+    pub offline: Option<PathBuf>,
 }
 
 pub struct WandbRun {
@@ -118,7 +121,9 @@ pub struct WandbRun {
 }
 
 impl WandbRun {
-    pub fn start(client: Client, spec: RunSpec) -> Self {
+    /// Starts the run: online through `client`, or, without one, offline under `offline_root`
+    /// (which also keeps what an online run could not deliver).
+    pub fn start(client: Option<Client>, spec: RunSpec, offline_root: PathBuf) -> Self {
         let (sender, receiver) = sync_channel(1024);
         let (report_sender, report) = sync_channel(1);
         let started = Instant::now();
@@ -129,7 +134,7 @@ impl WandbRun {
         std::thread::Builder::new()
             .name("wandb".into())
             .spawn(move || {
-                let worker = Worker::new(client, spec, flag, started);
+                let worker = Worker::new(client, spec, flag, started, offline_root);
                 let _ = report_sender.send(worker.run(receiver));
             })
             .expect("spawning the W&B thread");
@@ -222,8 +227,13 @@ impl WandbRun {
 
 /// The thread's side: the created run's names and what is still to send.
 struct Worker {
-    client: Client,
+    /// `None` for an offline run.
+    client: Option<Client>,
     spec: RunSpec,
+    offline_root: PathBuf,
+    started_at: SystemTime,
+    /// Every history row, for an offline run if the server does not take them all.
+    history: Vec<String>,
     /// (entity, project, run) as the server named them.
     names: Option<(String, String, String)>,
     offsets: BTreeMap<&'static str, usize>,
@@ -236,10 +246,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(client: Client, spec: RunSpec, stopped: Arc<AtomicBool>, started: Instant) -> Self {
+    fn new(
+        client: Option<Client>,
+        spec: RunSpec,
+        stopped: Arc<AtomicBool>,
+        started: Instant,
+        offline_root: PathBuf,
+    ) -> Self {
         Self {
             client,
             spec,
+            offline_root,
+            started_at: SystemTime::now(),
+            history: Vec::new(),
             stopped,
             system: SystemSampler::new(started),
             last_sample: None,
@@ -252,15 +271,18 @@ impl Worker {
     }
 
     fn run(mut self, receiver: Receiver<Message>) -> Report {
-        if let Err(err) = self.create(Instant::now() + CREATE_FOR) {
-            eprintln!(
-                "wandb: warning: could not create the run ({err}); training goes on without W&B"
-            );
+        if self.client.is_some()
+            && let Err(err) = self.create(Instant::now() + CREATE_FOR)
+        {
+            eprintln!("wandb: warning: could not create the run ({err}); it will be kept offline");
         }
         loop {
             let wait = FLUSH_EVERY.saturating_sub(self.last_sent.elapsed());
             match receiver.recv_timeout(wait) {
-                Ok(Message::History(line)) => self.pending.entry(HISTORY).or_default().push(line),
+                Ok(Message::History(line)) => {
+                    self.history.push(line.clone());
+                    self.pending.entry(HISTORY).or_default().push(line);
+                }
                 Ok(Message::Console(line)) => self.pending.entry(OUTPUT).or_default().push(line),
                 Ok(Message::Finish {
                     exit_code,
@@ -307,9 +329,10 @@ impl Worker {
             "debug": null, "program": s.program, "repo": null, "jobType": s.job_type,
             "state": null, "sweep": null, "tags": s.tags, "summaryMetrics": null,
         });
-        let data = self
-            .client
-            .graphql(UPSERT_BUCKET, "UpsertBucket", variables, deadline)?;
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        let data = client.graphql(UPSERT_BUCKET, "UpsertBucket", variables, deadline)?;
         let bucket = &data["upsertBucket"]["bucket"];
         let project = &bucket["project"];
         let names = (
@@ -336,7 +359,7 @@ impl Worker {
     /// Sends the pending lines (and `extra` fields); on success they are gone and the offsets
     /// move on, on failure they stay for the next request.
     fn stream(&mut self, extra: Map<String, Value>, deadline: Instant) -> Result<Value, ApiError> {
-        let Some((entity, project, run)) = &self.names else {
+        let (Some(client), Some((entity, project, run))) = (&self.client, &self.names) else {
             return Ok(Value::Null);
         };
         let mut files = Map::new();
@@ -349,9 +372,7 @@ impl Worker {
         let mut body = Map::from_iter([("files".to_string(), Value::Object(files))]);
         body.extend(extra);
         self.last_sent = Instant::now();
-        let answer =
-            self.client
-                .file_stream((entity, project, run), &Value::Object(body), deadline)?;
+        let answer = client.file_stream((entity, project, run), &Value::Object(body), deadline)?;
         if answer["stopped"].as_bool() == Some(true) && !self.stopped.swap(true, Ordering::Relaxed)
         {
             eprintln!("wandb: the run was stopped in W&B");
@@ -372,28 +393,65 @@ impl Worker {
         files: Vec<(String, PathBuf)>,
         deadline: Instant,
     ) {
-        if self.names.is_none() {
-            return;
+        if self.names.is_some() {
+            let uploaded = self.upload(&files, deadline);
+            self.pending
+                .insert(SUMMARY, vec![Value::Object(summary.clone()).to_string()]);
+            // The summary is replaced, not appended: always at offset 0.
+            self.offsets.insert(SUMMARY, 0);
+            let extra = Map::from_iter([
+                ("uploaded".to_string(), json!(uploaded)),
+                ("complete".to_string(), json!(true)),
+                ("exitcode".to_string(), json!(exit_code)),
+            ]);
+            match self.stream(extra, deadline) {
+                Ok(_) => self.report.completed = true,
+                Err(err) => {
+                    eprintln!("wandb: warning: the end of the run was not delivered: {err}")
+                }
+            }
         }
-        let uploaded = self.upload(&files, deadline);
-        self.pending
-            .insert(SUMMARY, vec![Value::Object(summary).to_string()]);
-        // The summary is replaced, not appended: always at offset 0.
-        self.offsets.insert(SUMMARY, 0);
-        let extra = Map::from_iter([
-            ("uploaded".to_string(), json!(uploaded)),
-            ("complete".to_string(), json!(true)),
-            ("exitcode".to_string(), json!(exit_code)),
-        ]);
-        match self.stream(extra, deadline) {
-            Ok(_) => self.report.completed = true,
-            Err(err) => eprintln!("wandb: warning: the end of the run was not delivered: {err}"),
+        if !self.report.completed {
+            self.keep_offline(exit_code, &summary, &files);
+        }
+    }
+
+    /// Writes the whole run as an offline run that `wandb sync` uploads.
+    fn keep_offline(
+        &mut self,
+        exit_code: i32,
+        summary: &Map<String, Value>,
+        files: &[(String, PathBuf)],
+    ) {
+        let run = OfflineRun {
+            spec: &self.spec,
+            history: &self.history,
+            summary,
+            files,
+            exit_code,
+            runtime_seconds: self.started_at.elapsed().unwrap_or_default().as_secs_f64(),
+            started: self.started_at,
+        };
+        match run.write(&self.offline_root) {
+            Ok(dir) => {
+                eprintln!(
+                    "wandb: the run is kept offline in {}; upload it with: wandb sync {}",
+                    dir.display(),
+                    dir.display()
+                );
+                self.report.offline = Some(dir);
+            }
+            Err(err) => eprintln!(
+                "wandb: warning: could not write the offline run under {}: {err}",
+                self.offline_root.display()
+            ),
         }
     }
 
     /// `CreateRunFiles`, then a PUT of each file to its signed URL; returns the names uploaded.
     fn upload(&mut self, files: &[(String, PathBuf)], deadline: Instant) -> Vec<String> {
-        let Some((entity, project, run)) = self.names.clone() else {
+        let (Some(client), Some((entity, project, run))) = (&self.client, self.names.clone())
+        else {
             return Vec::new();
         };
         if files.is_empty() {
@@ -401,20 +459,16 @@ impl Worker {
         }
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
         let variables = json!({"entity": entity, "project": project, "run": run, "files": names});
-        let urls =
-            match self
-                .client
-                .graphql(CREATE_RUN_FILES, "CreateRunFiles", variables, deadline)
-            {
-                Ok(data) => data["createRunFiles"]["files"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-                Err(err) => {
-                    eprintln!("wandb: warning: files not uploaded: {err}");
-                    return Vec::new();
-                }
-            };
+        let urls = match client.graphql(CREATE_RUN_FILES, "CreateRunFiles", variables, deadline) {
+            Ok(data) => data["createRunFiles"]["files"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            Err(err) => {
+                eprintln!("wandb: warning: files not uploaded: {err}");
+                return Vec::new();
+            }
+        };
         let mut uploaded = Vec::new();
         for (name, path) in files {
             let url = urls
@@ -425,7 +479,7 @@ impl Worker {
                 eprintln!("wandb: warning: {name} not uploaded");
                 continue;
             };
-            match self.client.put(url, &bytes, deadline) {
+            match client.put(url, &bytes, deadline) {
                 Ok(()) => uploaded.push(name.clone()),
                 Err(err) => eprintln!("wandb: warning: {name} not uploaded: {err}"),
             }
@@ -448,9 +502,11 @@ pub(super) fn unix_seconds() -> f64 {
 
 /// `2026-11-23T21:18:05.420369`, UTC, as W&B's console log lines start.
 fn utc_timestamp() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    utc_timestamp_of(SystemTime::now())
+}
+
+pub(super) fn utc_timestamp_of(time: SystemTime) -> String {
+    let now = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
