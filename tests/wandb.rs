@@ -176,6 +176,7 @@ fn faults_are_retried_and_nothing_is_lost_or_doubled() {
         Fault::TooManyRequests,
         Fault::Drop,
         Fault::Status(502),
+        Fault::Slow(3_000),
     ]);
     let out = tempfile::tempdir().unwrap();
     let output = train(&server.url, out.path(), &[("WANDB_API_KEY", KEY)]);

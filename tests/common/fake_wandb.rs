@@ -17,6 +17,8 @@ pub enum Fault {
     TooManyRequests,
     /// Close the connection without answering, the request unprocessed.
     Drop,
+    /// Answer normally, but only after this many milliseconds.
+    Slow(u64),
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,13 @@ impl FakeWandb {
             })
             .unwrap_or_default()
     }
+}
+
+/// A panicking test thread must not wedge the server for the client.
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
@@ -176,7 +185,7 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 
 /// Status (0: drop the connection), extra headers and the JSON answer.
 fn respond(
-    state: &Mutex<State>,
+    state_mutex: &Mutex<State>,
     base: &str,
     method: &str,
     path: &str,
@@ -189,10 +198,7 @@ fn respond(
             String::from_utf8_lossy(&body[..body.len().min(300)])
         );
     }
-    // A panicking test thread must not wedge the server for the client.
-    let mut state = state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut state = lock(state_mutex);
     state.raw.extend_from_slice(body);
     state.raw.push(b'\n');
     if method == "PUT" {
@@ -219,6 +225,11 @@ fn respond(
                 );
             }
             Some(Fault::Drop) => return (0, String::new(), Value::Null),
+            Some(Fault::Slow(millis)) => {
+                drop(state);
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                state = lock(state_mutex);
+            }
             None => {}
         }
         for (name, file) in request["files"].as_object().cloned().unwrap_or_default() {
