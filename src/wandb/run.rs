@@ -4,7 +4,7 @@
 //! through `file_stream` every few seconds (a heartbeat when idle), and at the end uploads the
 //! files and sends the summary, the list of uploaded files, `complete` and the exit code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,7 +113,7 @@ pub struct WandbRun {
     /// Set when the server answers `{"stopped": true}`: someone stopped the run in W&B.
     stopped: Arc<AtomicBool>,
     /// Messages the full queue could not take yet; training never blocks on it.
-    backlog: Vec<Message>,
+    backlog: VecDeque<Message>,
     /// Where the thread's report arrives when it is done.
     report: Receiver<Report>,
     started: Instant,
@@ -141,7 +141,7 @@ impl WandbRun {
         Self {
             sender,
             stopped,
-            backlog: Vec::new(),
+            backlog: VecDeque::new(),
             report,
             started,
             next_step: 0,
@@ -174,12 +174,12 @@ impl WandbRun {
     }
 
     fn send(&mut self, message: Message) {
-        self.backlog.push(message);
-        while !self.backlog.is_empty() {
-            match self.sender.try_send(self.backlog.remove(0)) {
+        self.backlog.push_back(message);
+        while let Some(message) = self.backlog.pop_front() {
+            match self.sender.try_send(message) {
                 Ok(()) => {}
                 Err(TrySendError::Full(message)) => {
-                    self.backlog.insert(0, message);
+                    self.backlog.push_front(message);
                     return;
                 }
                 Err(TrySendError::Disconnected(_)) => {
