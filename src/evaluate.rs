@@ -12,7 +12,7 @@ use crate::dataset::{CLASSES, Images, Labelled};
 const EVAL_BATCH: usize = 1024;
 
 /// The preprocessed images `[count, pixels]` as one tensor on `device`.
-pub fn images_tensor(images: &Images, preprocess: &Preprocess, device: &Device) -> Tensor<2> {
+fn images_tensor(images: &Images, preprocess: &Preprocess, device: &Device) -> Tensor<2> {
     let data = TensorData::new(
         preprocess.apply(&images.pixels),
         [images.count, images.shape.pixels()],
@@ -21,7 +21,7 @@ pub fn images_tensor(images: &Images, preprocess: &Preprocess, device: &Device) 
 }
 
 /// The labels `[count]` as one tensor on `device`.
-pub fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
     let labels: Vec<i32> = labels.iter().map(|&l| i32::from(l)).collect();
     let count = labels.len();
     Tensor::from_data(TensorData::new(labels, [count]), device)
@@ -84,37 +84,50 @@ pub struct Evaluation {
     pub predictions: Vec<u8>,
 }
 
-pub fn evaluate(
-    network: &Network,
-    data: &Labelled,
-    preprocess: &Preprocess,
-    loss_kind: Loss,
-    device: &Device,
-) -> Result<Evaluation> {
-    let inputs = images_tensor(&data.images, preprocess, device);
-    let targets = labels_tensor(&data.labels, device);
-    let mut predictions = Vec::with_capacity(data.len());
-    let mut loss_sum = 0.0;
-    for start in (0..data.len()).step_by(EVAL_BATCH) {
-        let len = EVAL_BATCH.min(data.len() - start);
-        let outputs = network.forward(inputs.clone().narrow(0, start, len));
-        let batch_loss = loss(
-            loss_kind,
-            outputs.clone(),
-            targets.clone().narrow(0, start, len),
-        );
-        loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * len as f64;
-        let classes = outputs.argmax(1).try_into_data()?;
-        predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+/// A labelled dataset on a device: its preprocessed images and its labels as tensors, made
+/// once and then used for every batch and every evaluation.
+pub struct DeviceData<'a> {
+    pub data: &'a Labelled,
+    pub inputs: Tensor<2>,
+    pub targets: Tensor<1, Int>,
+}
+
+impl<'a> DeviceData<'a> {
+    pub fn new(data: &'a Labelled, preprocess: &Preprocess, device: &Device) -> Self {
+        Self {
+            data,
+            inputs: images_tensor(&data.images, preprocess, device),
+            targets: labels_tensor(&data.labels, device),
+        }
     }
-    let correct = predictions
-        .iter()
-        .zip(&data.labels)
-        .filter(|(p, l)| p == l)
-        .count();
-    Ok(Evaluation {
-        loss: loss_sum / data.len().max(1) as f64,
-        accuracy: correct as f64 / data.len().max(1) as f64,
-        predictions,
-    })
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Loss, accuracy and predictions of `network` on this data, in batches.
+    pub fn evaluate(&self, network: &Network, loss_kind: Loss) -> Result<Evaluation> {
+        let len = self.len();
+        let mut predictions = Vec::with_capacity(len);
+        let mut loss_sum = 0.0;
+        for start in (0..len).step_by(EVAL_BATCH) {
+            let batch = EVAL_BATCH.min(len - start);
+            let outputs = network.forward(self.inputs.clone().narrow(0, start, batch));
+            let targets = self.targets.clone().narrow(0, start, batch);
+            let batch_loss = loss(loss_kind, outputs.clone(), targets);
+            loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * batch as f64;
+            let classes = outputs.argmax(1).try_into_data()?;
+            predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+        }
+        let correct = predictions
+            .iter()
+            .zip(&self.data.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        Ok(Evaluation {
+            loss: loss_sum / len.max(1) as f64,
+            accuracy: correct as f64 / len.max(1) as f64,
+            predictions,
+        })
+    }
 }

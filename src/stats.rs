@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::backend::{self, BackendChoice};
 use crate::dataset::{CLASSES, Splits};
-use crate::evaluate;
+use crate::evaluate::DeviceData;
 use crate::model_dir::LoadedModel;
 use crate::output;
 
@@ -82,13 +82,8 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let evaluation = match &args.data {
         Some(dir) => {
             let test = Splits::load(dir)?.test;
-            let eval = evaluate::evaluate(
-                &model.network,
-                &test,
-                &model.card.config.preprocess,
-                model.card.config.training.loss,
-                &backend.device,
-            )?;
+            let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
+                .evaluate(&model.network, model.card.config.training.loss)?;
             Some(class_stats(
                 dir.display().to_string(),
                 &test.labels,

@@ -18,7 +18,7 @@ use crate::backend::{self, BackendChoice, BackendInfo, Selected};
 use crate::config::TrainConfig;
 use crate::console::Console;
 use crate::dataset::{CLASSES, Labelled, Splits};
-use crate::evaluate::{self, Evaluation};
+use crate::evaluate::{self, DeviceData, Evaluation};
 use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
 use crate::model_dir::{self, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo};
 use crate::output;
@@ -232,11 +232,8 @@ pub fn train(
         t.seed
     );
 
-    let data = TrainingData {
-        inputs: evaluate::images_tensor(&train.images, &config.preprocess, &device),
-        targets: evaluate::labels_tensor(&train.labels, &device),
-        len: train.len(),
-    };
+    let data = DeviceData::new(&train, &config.preprocess, &device);
+    let held_out = DeviceData::new(&validation, &config.preprocess, &device);
     let steps_per_epoch = train.len().div_ceil(t.batch_size);
     let first_epoch = run.history.len() + 1;
     let console = Console::new(
@@ -252,10 +249,7 @@ pub fn train(
         let (loss, correct, samples) = run.epoch(config, &data, epoch, &device, &mut sinks)?;
         let training_seconds = epoch_started.elapsed().as_secs_f64();
         let validation = (!validation.is_empty())
-            .then(|| {
-                let network = run.network.valid();
-                evaluate::evaluate(&network, &validation, &config.preprocess, t.loss, &device)
-            })
+            .then(|| held_out.evaluate(&run.network.valid(), t.loss))
             .transpose()?;
         let metrics = EpochMetrics {
             epoch,
@@ -278,7 +272,8 @@ pub fn train(
     }
 
     let network = run.network.valid();
-    let test = evaluate::evaluate(&network, &splits.test, &config.preprocess, t.loss, &device)?;
+    let test =
+        DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(&network, t.loss)?;
     sinks.finished(test.accuracy, test.loss);
     let seconds = run.seconds_before + started.elapsed().as_secs_f64();
     let card = card(
@@ -295,13 +290,6 @@ pub fn train(
     );
     write_model_dir(out, &network, &card, &run.history, &test)?;
     Ok(card)
-}
-
-/// The training set as two device tensors that batches are gathered from.
-struct TrainingData {
-    inputs: Tensor<2>,
-    targets: Tensor<1, Int>,
-    len: usize,
 }
 
 /// The state a run carries from epoch to epoch, and from a checkpoint.
@@ -352,18 +340,18 @@ impl Run {
     fn epoch(
         &mut self,
         config: &TrainConfig,
-        data: &TrainingData,
+        data: &DeviceData,
         epoch: usize,
         device: &Device,
         sinks: &mut impl MetricsSink,
     ) -> Result<(f64, usize, usize)> {
         let t = &config.training;
-        let steps_per_epoch = data.len.div_ceil(t.batch_size);
+        let steps_per_epoch = data.len().div_ceil(t.batch_size);
         let total_steps = steps_per_epoch * t.epochs;
         // Data order and dropout depend on the seed and the epoch only, so a resumed run
         // continues as the uninterrupted one would have.
         device.seed(t.seed.wrapping_add(epoch as u64));
-        let mut order: Vec<usize> = (0..data.len).collect();
+        let mut order: Vec<usize> = (0..data.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(t.seed ^ ((epoch as u64) << 32)));
 
         let mut window = Window::new(device);
