@@ -331,6 +331,7 @@ run.finish()
         .env("HOME", dir.path())
         .env("WANDB_MODE", "online")
         .env("WANDB_DISABLE_GIT", "true")
+        .current_dir(dir.path())
         .output()
         .expect("python3 runs");
     assert!(
@@ -357,6 +358,8 @@ fn sync(run_dir: &Path, url: &str, home: &Path) {
         .env("WANDB_BASE_URL", url)
         .env("WANDB_API_KEY", KEY)
         .env("HOME", home)
+        // wandb sync writes its logs under ./wandb: keep them out of the project.
+        .current_dir(home)
         .output()
         .expect("python3 -m wandb sync runs (pip install wandb==0.31.0)");
     assert!(
