@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use model::InputShape;
 
-use crate::idx::{IdxError, IdxReader, IdxSet};
+use crate::idx::{self, IdxError, IdxReader, IdxSet};
 use crate::pixels_csv::{self, LabelColumn};
 
 /// MNIST-style datasets have ten classes, labelled 0..9.
@@ -125,6 +125,21 @@ impl Splits {
         Ok(splits)
     }
 
+    /// Only the test part of `dir`: `test.csv`, else the `t10k` IDX files (for `mnist stats`,
+    /// which needs no training data).
+    pub fn load_test(dir: &Path) -> Result<Labelled> {
+        anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
+        let test_csv = dir.join("test.csv");
+        if test_csv.is_file() {
+            return Ok(pixels_csv::read_labelled(&test_csv, LabelColumn::First)?);
+        }
+        let files = IdxSet::find(dir)?;
+        Ok(read_idx_pair(
+            IdxReader::images(&files.test_images)?,
+            IdxReader::labels(&files.test_labels)?,
+        )?)
+    }
+
     /// The sample built into the binary.
     pub fn bundled_sample() -> Result<Self> {
         let open = |name: &str| PathBuf::from(sample::DIR).join(name);
@@ -170,26 +185,14 @@ fn file_len(path: &Path) -> u64 {
 
 /// Reads an images file and its labels file, checking they describe the same examples.
 pub fn read_idx_pair(images: IdxReader, labels: IdxReader) -> Result<Labelled, IdxError> {
-    if images.count != labels.count {
-        return Err(IdxError::CountMismatch {
-            images: images.path().to_owned(),
-            image_count: images.count,
-            labels: labels.path().to_owned(),
-            label_count: labels.count,
-        });
-    }
+    images.check_labels_match(&labels)?;
     let shape = images.shape.unwrap_or(InputShape::MNIST);
     let count = images.count;
     let labels_path = labels.path().to_owned();
     let pixels = images.read_all()?;
     let labels = labels.read_all()?;
-    if let Some(record) = labels.iter().position(|&l| usize::from(l) >= CLASSES) {
-        return Err(IdxError::Label {
-            path: labels_path,
-            record: record + 1,
-            label: labels[record],
-            classes: CLASSES,
-        });
+    for (record, &label) in labels.iter().enumerate() {
+        idx::check_label(&labels_path, record + 1, label)?;
     }
     Ok(Labelled {
         images: Images {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use flate2::bufread::MultiGzDecoder;
 use model::InputShape;
 
+use crate::dataset::CLASSES;
+
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -178,6 +180,19 @@ impl IdxReader {
         &self.path
     }
 
+    /// Checks that `labels` holds one label for each image of this file.
+    pub fn check_labels_match(&self, labels: &IdxReader) -> Result<(), IdxError> {
+        if self.count == labels.count {
+            return Ok(());
+        }
+        Err(IdxError::CountMismatch {
+            images: self.path.clone(),
+            image_count: self.count,
+            labels: labels.path.clone(),
+            label_count: labels.count,
+        })
+    }
+
     fn read_u32(&mut self, what: &str) -> Result<u32, IdxError> {
         let mut bytes = [0; 4];
         self.read_exact(&mut bytes, what)?;
@@ -256,6 +271,19 @@ impl IdxReader {
             Err(source) => Err(self.stream_error(source)),
         }
     }
+}
+
+/// Checks that `label`, record `record` (1-based) of the labels file `path`, is a class.
+pub fn check_label(path: &Path, record: usize, label: u8) -> Result<(), IdxError> {
+    if usize::from(label) < CLASSES {
+        return Ok(());
+    }
+    Err(IdxError::Label {
+        path: path.to_owned(),
+        record,
+        label,
+        classes: CLASSES,
+    })
 }
 
 /// Like `read_exact`, but reports how much was read before the end instead of failing.

@@ -2,7 +2,6 @@
 //! inference CSV per input file: the pixels, then the predicted label.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -86,9 +85,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         for (i, &label) in predictions[first..first + rows].iter().enumerate() {
             writer.write(images.image(first + i), Some((LabelColumn::Last, label)))?;
         }
-        let mut file = writer.into_inner();
-        file.flush()?;
-        file.commit()?;
+        writer.into_inner().commit()?;
         first += rows;
     }
     eprintln!(

@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::dataset::CLASSES;
-use crate::idx::{IdxError, IdxReader, IdxSet};
+use crate::idx::{self, IdxReader, IdxSet};
 use crate::output::AtomicFile;
 use crate::pixels_csv::{LabelColumn, RowWriter};
 
@@ -46,15 +45,7 @@ pub fn run(args: &ParseArgs) -> Result<()> {
 fn convert(images: &Path, labels: &Path, csv: &Path) -> Result<(AtomicFile, usize)> {
     let mut images = IdxReader::images(images)?;
     let mut labels = IdxReader::labels(labels)?;
-    if images.count != labels.count {
-        return Err(IdxError::CountMismatch {
-            images: images.path().to_owned(),
-            image_count: images.count,
-            labels: labels.path().to_owned(),
-            label_count: labels.count,
-        }
-        .into());
-    }
+    images.check_labels_match(&labels)?;
     let mut writer = RowWriter::new(AtomicFile::create(csv)?);
     let mut pixels = vec![0; images.record_len];
     let mut label = [0];
@@ -62,15 +53,7 @@ fn convert(images: &Path, labels: &Path, csv: &Path) -> Result<(AtomicFile, usiz
     while images.next_record(&mut pixels)? {
         labels.next_record(&mut label)?;
         rows += 1;
-        if usize::from(label[0]) >= CLASSES {
-            return Err(IdxError::Label {
-                path: labels.path().to_owned(),
-                record: rows,
-                label: label[0],
-                classes: CLASSES,
-            }
-            .into());
-        }
+        idx::check_label(labels.path(), rows, label[0])?;
         writer.write(&pixels, Some((LabelColumn::First, label[0])))?;
     }
     images.finish()?;

@@ -81,7 +81,7 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model, &backend.device)?;
     let evaluation = match &args.data {
         Some(dir) => {
-            let test = Splits::load(dir)?.test;
+            let test = Splits::load_test(dir)?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
             Some(class_stats(
