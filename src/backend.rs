@@ -136,7 +136,8 @@ fn auto(adapters: &[Candidate]) -> Selected {
 }
 
 fn cpu(reason: String) -> Selected {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    // The command runs inside its rayon pool (see main), which Flex computes on.
+    let threads = rayon::current_num_threads();
     Selected {
         device: Device::flex(),
         info: BackendInfo {

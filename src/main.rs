@@ -1,5 +1,6 @@
 //! `mnist`: train and serve MNIST-style image classifiers, locally or as Pachyderm stages.
 
+mod allocator;
 mod backend;
 mod config;
 mod console;
@@ -30,6 +31,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads to compute with [default: one per core].
+    #[arg(long, global = true, env = "MNIST_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,12 +55,27 @@ enum Command {
     Devices,
 }
 
+/// Runs `command` on a worker of a rayon pool of `threads` threads (default: one per core).
+/// The CPU backend's parallel loops then share the command's own thread instead of waking
+/// further workers: on two cores, a third thread spinning between operations costs a third of
+/// the throughput.
+fn in_thread_pool(
+    threads: Option<u16>,
+    command: impl FnOnce() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.map_or(0, usize::from))
+        .thread_name(|i| format!("mnist-{i}"))
+        .build()?;
+    pool.install(command)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(provenance) = pachyderm::Provenance::from_env() {
         eprintln!("{}", provenance.describe());
     }
-    let result = match &cli.command {
+    let result = in_thread_pool(cli.threads, || match &cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Train(args) => train::run(args),
         Command::Infer(args) => infer::run(args),
@@ -63,7 +83,7 @@ fn main() -> ExitCode {
         Command::Image(args) => image::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Devices => backend::report(),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

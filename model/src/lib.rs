@@ -6,6 +6,7 @@
 
 mod activation;
 mod cnn;
+pub mod conv_gemm;
 mod mlp;
 mod weights;
 
