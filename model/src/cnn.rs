@@ -1,4 +1,3 @@
-use burn::nn::PaddingConfig2d;
 use burn::nn::activation::Activation;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -6,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{ActivationKind, InputShape, conv_gemm};
+use crate::{ActivationKind, InputShape, layers};
 
 /// A convolutional network shaped like PyTorch's MNIST example: unpadded convolutions, each
 /// followed by `activation`; one max-pool; dropout; fully connected `hidden` layers with
@@ -124,31 +123,14 @@ impl Cnn {
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         let [batch, _] = images.dims();
         let x = images.reshape([batch, 1, self.height, self.width]);
-        let x = self
-            .convs
-            .iter()
-            .fold(x, |x, conv| self.activation.forward(convolve(conv, x)));
-        let x = self.conv_dropout.forward(self.pool.forward(x));
+        let x = self.convs.iter().fold(x, |x, conv| {
+            self.activation.forward(layers::conv2d(conv, x))
+        });
+        let x = layers::dropout(&self.conv_dropout, layers::max_pool2d(&self.pool, x));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.hidden.iter().fold(x, |x, layer| {
-            self.dropout
-                .forward(self.activation.forward(layer.forward(x)))
+            layers::dropout(&self.dropout, self.activation.forward(layer.forward(x)))
         });
         self.output.forward(x)
-    }
-}
-
-/// `conv` applied to `x`: as im2col and matrix multiplies on the CPU, where that is much faster
-/// than Burn's own backward pass, and with Burn's convolution elsewhere.
-fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let plain = conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && matches!(conv.padding, PaddingConfig2d::Valid);
-    match &conv.bias {
-        Some(bias) if plain && conv_gemm::supported(&x) => {
-            conv_gemm::conv2d(x, conv.weight.val(), bias.val())
-        }
-        _ => conv.forward(x),
     }
 }

@@ -6,7 +6,8 @@
 
 mod activation;
 mod cnn;
-pub mod conv_gemm;
+pub mod cpu;
+pub mod layers;
 mod mlp;
 mod weights;
 

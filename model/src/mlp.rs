@@ -3,7 +3,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{ActivationKind, InputShape};
+use crate::{ActivationKind, InputShape, layers};
 
 /// A fully connected network: `hidden` layers, each followed by `activation` and dropout, then
 /// an output layer followed by `output_activation` (identity for logits).
@@ -74,8 +74,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         let x = self.hidden.iter().fold(images, |x, layer| {
-            self.dropout
-                .forward(self.activation.forward(layer.forward(x)))
+            layers::dropout(&self.dropout, self.activation.forward(layer.forward(x)))
         });
         self.output_activation.forward(self.output.forward(x))
     }

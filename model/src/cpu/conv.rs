@@ -1,0 +1,302 @@
+//! Convolution as matrix multiplies, one image at a time: with `cols [k, p]` an image unfolded
+//! (im2col: `k = c*kh*kw` rows, `p = oh*ow` output positions) and `w [o, k]` the flattened
+//! weights,
+//! - forward: `y = w x cols + bias`;
+//! - backward: `dw += dy x colsᵀ`, `dbias += rows of dy summed`, `dx = fold(wᵀ x dy)`.
+//!
+//! Each thread unfolds into its own small buffer (a few hundred KB, cache-resident) rather than
+//! materialising the unfolded batch; the backward pass unfolds again instead of keeping it.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Flex, TensorMetadata};
+use burn::tensor::TensorData;
+use rayon::prelude::*;
+
+use super::{ConvGrads, f32s};
+
+pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+    let g = Geometry::of(&x, &weight);
+    let (x, weight, bias) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        bias.to_contiguous(),
+    );
+    let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
+    let mut y = vec![0.0f32; g.image[0] * g.output_len()];
+    y.par_chunks_mut(g.output_len())
+        .zip(x.par_chunks(g.image_len()))
+        .for_each_init(
+            || vec![0.0f32; g.cols_len()],
+            |cols, (y, x)| {
+                for (row, &b) in y.chunks_mut(g.positions()).zip(bias) {
+                    row.fill(b);
+                }
+                g.unfold(x, cols);
+                let w = Matrix::new(w, g.filters, g.patch());
+                let cols = Matrix::new(cols, g.patch(), g.positions());
+                matmul(y, w, cols, true);
+            },
+        );
+    let [n, _, _, _] = g.image;
+    let [oh, ow] = g.output();
+    FlexTensor::from_data(TensorData::new(y, [n, g.filters, oh, ow]))
+}
+
+pub(super) fn backward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    dy: FlexTensor,
+    input_grad: bool,
+) -> ConvGrads<Flex> {
+    let g = Geometry::of(&x, &weight);
+    let (x, weight, dy) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        dy.to_contiguous(),
+    );
+    let (x, w, dy) = (f32s(&x), f32s(&weight), f32s(&dy));
+    let [n, c, h, wd] = g.image;
+
+    let mut dx = input_grad.then(|| vec![0.0f32; n * g.image_len()]);
+    let dx_images: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(dx) => dx.chunks_mut(g.image_len()).map(Some).collect(),
+        None => (0..n).map(|_| None).collect(),
+    };
+    let sums = dx_images
+        .into_par_iter()
+        .zip(x.par_chunks(g.image_len()))
+        .zip(dy.par_chunks(g.output_len()))
+        .fold(
+            || Partial::new(&g),
+            |mut partial, ((dx, x), dy)| {
+                partial.add_image(&g, w, x, dy, dx);
+                partial
+            },
+        )
+        .map(|partial| (partial.dweight, partial.dbias))
+        .reduce(
+            || (vec![0.0; g.filters * g.patch()], vec![0.0; g.filters]),
+            |(mut dw, mut db), (dw2, db2)| {
+                add(&mut dw, &dw2);
+                add(&mut db, &db2);
+                (dw, db)
+            },
+        );
+    let (dweight, dbias) = sums;
+    let [kh, kw] = g.kernel;
+    ConvGrads {
+        x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx, [n, c, h, wd]))),
+        weight: FlexTensor::from_data(TensorData::new(dweight, [g.filters, c, kh, kw])),
+        bias: FlexTensor::from_data(TensorData::new(dbias, [g.filters])),
+    }
+}
+
+/// One thread's share of the backward pass: its scratch buffers and its sums over images.
+struct Partial {
+    cols: Vec<f32>,
+    dcols: Vec<f32>,
+    dweight: Vec<f32>,
+    dbias: Vec<f32>,
+}
+
+impl Partial {
+    fn new(g: &Geometry) -> Self {
+        Self {
+            cols: vec![0.0; g.cols_len()],
+            dcols: vec![0.0; g.cols_len()],
+            dweight: vec![0.0; g.filters * g.patch()],
+            dbias: vec![0.0; g.filters],
+        }
+    }
+
+    /// Adds one image's weight and bias gradients, and writes its input gradient to `dx`.
+    fn add_image(
+        &mut self,
+        g: &Geometry,
+        w: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        dx: Option<&mut [f32]>,
+    ) {
+        let (k, p) = (g.patch(), g.positions());
+        g.unfold(x, &mut self.cols);
+        let dy_m = Matrix::new(dy, g.filters, p);
+        matmul(
+            &mut self.dweight,
+            dy_m,
+            Matrix::new(&self.cols, k, p).t(),
+            true,
+        );
+        for (sum, row) in self.dbias.iter_mut().zip(dy.chunks(p)) {
+            *sum += row.iter().sum::<f32>();
+        }
+        if let Some(dx) = dx {
+            matmul(
+                &mut self.dcols,
+                Matrix::new(w, g.filters, k).t(),
+                dy_m,
+                false,
+            );
+            g.fold(&self.dcols, dx);
+        }
+    }
+}
+
+fn add(sum: &mut [f32], more: &[f32]) {
+    for (s, m) in sum.iter_mut().zip(more) {
+        *s += m;
+    }
+}
+
+/// The shapes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    /// Images, channels, height, width of the input.
+    image: [usize; 4],
+    kernel: [usize; 2],
+    filters: usize,
+}
+
+impl Geometry {
+    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+        let image = x.shape().dims::<4>();
+        let [filters, channels, kh, kw] = weight.shape().dims::<4>();
+        assert_eq!(
+            channels, image[1],
+            "conv2d_gemm: input and weight channels differ"
+        );
+        assert!(
+            image[2] >= kh && image[3] >= kw,
+            "conv2d_gemm: the kernel is larger than the image"
+        );
+        Self {
+            image,
+            kernel: [kh, kw],
+            filters,
+        }
+    }
+
+    fn output(&self) -> [usize; 2] {
+        let [_, _, h, w] = self.image;
+        let [kh, kw] = self.kernel;
+        [h + 1 - kh, w + 1 - kw]
+    }
+
+    fn positions(&self) -> usize {
+        let [oh, ow] = self.output();
+        oh * ow
+    }
+
+    /// Rows of an unfolded image: one per input channel and kernel position.
+    fn patch(&self) -> usize {
+        self.image[1] * self.kernel[0] * self.kernel[1]
+    }
+
+    fn image_len(&self) -> usize {
+        let [_, c, h, w] = self.image;
+        c * h * w
+    }
+
+    fn output_len(&self) -> usize {
+        self.filters * self.positions()
+    }
+
+    fn cols_len(&self) -> usize {
+        self.patch() * self.positions()
+    }
+
+    /// Calls `f(row of cols, offset of its first pixel in the image)` for each output row of
+    /// each unfolded row: the pixels under kernel position `(i, j)` of channel `ch`.
+    fn for_each_run(&self, mut f: impl FnMut(usize, usize)) {
+        let [_, _, h, w] = self.image;
+        let [kh, kw] = self.kernel;
+        let [oh, ow] = self.output();
+        for row in 0..self.patch() {
+            let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+            for y in 0..oh {
+                f(row * oh * ow + y * ow, ch * h * w + (y + i) * w + j);
+            }
+        }
+    }
+
+    /// im2col: `image [c, h, w]` to `cols [k, p]`.
+    fn unfold(&self, image: &[f32], cols: &mut [f32]) {
+        let ow = self.output()[1];
+        self.for_each_run(|to, from| {
+            cols[to..to + ow].copy_from_slice(&image[from..from + ow]);
+        });
+    }
+
+    /// The adjoint of [`Geometry::unfold`]: `cols [k, p]` summed into `image [c, h, w]`.
+    fn fold(&self, cols: &[f32], image: &mut [f32]) {
+        let ow = self.output()[1];
+        image.fill(0.0);
+        self.for_each_run(|from, to| {
+            add(&mut image[to..to + ow], &cols[from..from + ow]);
+        });
+    }
+}
+
+/// A row-major matrix, or the transpose of one.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<'a> Matrix<'a> {
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "matrix size");
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`; `dst` is row-major.
+fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
+    assert_eq!(lhs.cols, rhs.rows, "matmul: inner dimensions differ");
+    assert_eq!(dst.len(), lhs.rows * rhs.cols, "matmul: destination size");
+    // SAFETY: the asserts above and `Matrix::new` bound every index gemm computes from these
+    // sizes and strides within the three slices; `dst` is borrowed mutably, so nothing aliases it.
+    unsafe {
+        gemm::gemm(
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            dst.as_mut_ptr(),
+            1,
+            rhs.cols as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.data.as_ptr(),
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
