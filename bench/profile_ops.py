@@ -21,7 +21,7 @@ OPERATIONS = [
     ("conv backward", r"Conv2D\w* as burn_autodiff::ops::backward::Backward|cpu::ConvBackward as"),
     ("max-pool forward", r"MaxPool2d::forward|model::cpu::max_pool2d|cpu_max_pool2d"),
     ("max-pool backward", r"MaxPool2D\w* as burn_autodiff|cpu::PoolBackward as"),
-    ("dropout forward", r"Dropout::forward"),
+    ("dropout forward", r"Dropout::forward|model::cpu::dropout::dropout"),
     ("linear forward", r"Linear::forward"),
     ("linear backward", r"Matmul as burn_autodiff::ops::backward::Backward"),
     ("activation forward", r"Activation::forward|activation::relu|Sigmoid::forward"),

@@ -123,10 +123,20 @@ impl Cnn {
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         let [batch, _] = images.dims();
         let x = images.reshape([batch, 1, self.height, self.width]);
-        let x = self.convs.iter().fold(x, |x, conv| {
-            self.activation.forward(layers::conv2d(conv, x))
-        });
-        let x = layers::dropout(&self.conv_dropout, layers::max_pool2d(&self.pool, x));
+        // Max-pooling commutes with the activations a config can name (all non-decreasing), so
+        // the last convolution's activation is applied after the pool: to a quarter of the
+        // values, and the convolution and the pool can be one operation.
+        let x = match self.convs.split_last() {
+            Some((last, earlier)) => {
+                let x = earlier.iter().fold(x, |x, conv| {
+                    self.activation.forward(layers::conv2d(conv, x))
+                });
+                self.activation
+                    .forward(layers::conv2d_max_pool2d(last, &self.pool, x))
+            }
+            None => self.pool.forward(x),
+        };
+        let x = layers::dropout(&self.conv_dropout, x);
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.hidden.iter().fold(x, |x, layer| {
             layers::dropout(&self.dropout, self.activation.forward(layer.forward(x)))

@@ -9,32 +9,44 @@ use burn::prelude::*;
 
 use crate::cpu;
 
-/// `conv` applied to `x`: by the CPU kernels of [`cpu`] where they apply (much faster than
-/// Flex's own in training), by Burn's convolution elsewhere.
+/// `conv` applied to `x`.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let plain = conv.stride == [1, 1]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && matches!(conv.padding, PaddingConfig2d::Valid);
     match &conv.bias {
-        Some(bias) if plain && cpu::supported(&x) => cpu::conv2d(x, conv.weight.val(), bias.val()),
+        Some(bias) if plain_conv(conv) && cpu::supported(&x) => {
+            cpu::conv2d(x, conv.weight.val(), bias.val())
+        }
         _ => conv.forward(x),
     }
 }
 
-/// `pool` applied to `x`: by the CPU kernels of [`cpu`] where they apply, by Burn's elsewhere.
-pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+/// `conv` then `pool` applied to `x`.
+pub fn conv2d_max_pool2d(conv: &Conv2d, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    match (&conv.bias, plain_pool(pool)) {
+        (Some(bias), Some(size)) if plain_conv(conv) && cpu::supported(&x) => {
+            cpu::conv2d_max_pool2d(x, conv.weight.val(), bias.val(), size)
+        }
+        _ => pool.forward(conv2d(conv, x)),
+    }
+}
+
+/// Whether the CPU kernels compute `conv`: stride 1, no padding, dilation or groups.
+fn plain_conv(conv: &Conv2d) -> bool {
+    conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && matches!(conv.padding, PaddingConfig2d::Valid)
+}
+
+/// The window side of `pool` if the CPU kernels compute it: square windows as far apart as they
+/// are wide, no padding or dilation.
+fn plain_pool(pool: &MaxPool2d) -> Option<usize> {
     let [size, width] = pool.kernel_size;
     let plain = size == width
         && pool.stride == pool.kernel_size
         && pool.dilation == [1, 1]
         && !pool.ceil_mode
         && matches!(pool.padding, PaddingConfig2d::Valid);
-    if plain && cpu::supported(&x) {
-        cpu::max_pool2d(x, size)
-    } else {
-        pool.forward(x)
-    }
+    plain.then_some(size)
 }
 
 /// `layer` applied to `x`.

@@ -12,8 +12,9 @@ use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use super::{ConvGrads, f32s};
+use super::{ConvGrads, f32s, i32s, pool};
 
+/// A convolution: `[n, o, oh, ow]`.
 pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
     let g = Geometry::of(&x, &weight);
     let (x, weight, bias) = (
@@ -27,21 +28,63 @@ pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> Fl
         .zip(x.par_chunks(g.image_len()))
         .for_each_init(
             || vec![0.0f32; g.cols_len()],
-            |cols, (y, x)| {
-                for (row, &b) in y.chunks_mut(g.positions()).zip(bias) {
-                    row.fill(b);
-                }
-                g.unfold(x, cols);
-                let w = Matrix::new(w, g.filters, g.patch());
-                let cols = Matrix::new(cols, g.patch(), g.positions());
-                matmul(y, w, cols, true);
-            },
+            |cols, (y, x)| g.forward_image(w, bias, x, cols, y),
         );
     let [n, _, _, _] = g.image;
     let [oh, ow] = g.output();
     FlexTensor::from_data(TensorData::new(y, [n, g.filters, oh, ow]))
 }
 
+/// A convolution followed by a `size x size` max-pool: the pooled `[n, o, oh / size,
+/// ow / size]` and where in its plane of the convolution each maximum was. The convolution's
+/// output only exists one image at a time, in a thread's buffer.
+pub(super) fn forward_pooled(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+    size: usize,
+) -> (FlexTensor, FlexTensor) {
+    let g = Geometry::of(&x, &weight);
+    let (x, weight, bias) = (
+        x.to_contiguous(),
+        weight.to_contiguous(),
+        bias.to_contiguous(),
+    );
+    let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
+    let [ph, pw] = g.output().map(|side| side / size);
+    let pooled_len = g.filters * ph * pw;
+    let mut pooled = vec![0.0f32; g.image[0] * pooled_len];
+    let mut argmax = vec![0i32; pooled.len()];
+    pooled
+        .par_chunks_mut(pooled_len)
+        .zip(argmax.par_chunks_mut(pooled_len))
+        .zip(x.par_chunks(g.image_len()))
+        .for_each_init(
+            || (vec![0.0f32; g.cols_len()], vec![0.0f32; g.output_len()]),
+            |(cols, y), ((pooled, argmax), x)| {
+                g.forward_image(w, bias, x, cols, y);
+                pool::forward_planes(y, g.output(), size, pooled, argmax);
+            },
+        );
+    let shape = [g.image[0], g.filters, ph, pw];
+    (
+        FlexTensor::from_data(TensorData::new(pooled, shape)),
+        FlexTensor::from_data(TensorData::new(argmax, shape)),
+    )
+}
+
+/// Images per task of the backward pass, whose weight gradients one thread sums.
+const IMAGES_PER_TASK: usize = 8;
+
+/// The gradient of one image's output.
+enum OutputGrad<'a> {
+    /// Of the convolution itself: `[o, oh * ow]`.
+    Dense(&'a [f32]),
+    /// Of its max-pool: `dy` for the maxima at `argmax`.
+    Pooled { dy: &'a [f32], argmax: &'a [i32] },
+}
+
+/// The gradients of [`forward`] for `dy`.
 pub(super) fn backward(
     x: FlexTensor,
     weight: FlexTensor,
@@ -49,12 +92,38 @@ pub(super) fn backward(
     input_grad: bool,
 ) -> ConvGrads<Flex> {
     let g = Geometry::of(&x, &weight);
-    let (x, weight, dy) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        dy.to_contiguous(),
-    );
-    let (x, w, dy) = (f32s(&x), f32s(&weight), f32s(&dy));
+    let dy = dy.to_contiguous();
+    let grads = f32s(&dy).par_chunks(g.output_len()).map(OutputGrad::Dense);
+    backward_images(g, x, weight, grads, input_grad)
+}
+
+/// The gradients of [`forward_pooled`] for the gradient `dy` of its pooled output.
+pub(super) fn backward_pooled(
+    x: FlexTensor,
+    weight: FlexTensor,
+    dy: FlexTensor,
+    argmax: FlexTensor,
+    input_grad: bool,
+) -> ConvGrads<Flex> {
+    let g = Geometry::of(&x, &weight);
+    let dy = dy.to_contiguous();
+    let per_image = dy.shape().num_elements() / g.image[0];
+    let grads = f32s(&dy)
+        .par_chunks(per_image)
+        .zip(i32s(&argmax).par_chunks(per_image))
+        .map(|(dy, argmax)| OutputGrad::Pooled { dy, argmax });
+    backward_images(g, x, weight, grads, input_grad)
+}
+
+fn backward_images<'a>(
+    g: Geometry,
+    x: FlexTensor,
+    weight: FlexTensor,
+    grads: impl IndexedParallelIterator<Item = OutputGrad<'a>>,
+    input_grad: bool,
+) -> ConvGrads<Flex> {
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let (x, w) = (f32s(&x), f32s(&weight));
     let [n, c, h, wd] = g.image;
 
     let mut dx = input_grad.then(|| vec![0.0f32; n * g.image_len()]);
@@ -62,27 +131,26 @@ pub(super) fn backward(
         Some(dx) => dx.chunks_mut(g.image_len()).map(Some).collect(),
         None => (0..n).map(|_| None).collect(),
     };
-    let sums = dx_images
+    // Fixed groups of images, summed in order: the same gradients whatever the thread count
+    // and however the work is split between threads.
+    let partials: Vec<Partial> = dx_images
         .into_par_iter()
         .zip(x.par_chunks(g.image_len()))
-        .zip(dy.par_chunks(g.output_len()))
-        .fold(
-            || Partial::new(&g),
-            |mut partial, ((dx, x), dy)| {
+        .zip(grads)
+        .chunks(IMAGES_PER_TASK)
+        .map(|images| {
+            let mut partial = Partial::new(&g);
+            for ((dx, x), dy) in images {
                 partial.add_image(&g, w, x, dy, dx);
-                partial
-            },
-        )
-        .map(|partial| (partial.dweight, partial.dbias))
-        .reduce(
-            || (vec![0.0; g.filters * g.patch()], vec![0.0; g.filters]),
-            |(mut dw, mut db), (dw2, db2)| {
-                add(&mut dw, &dw2);
-                add(&mut db, &db2);
-                (dw, db)
-            },
-        );
-    let (dweight, dbias) = sums;
+            }
+            partial
+        })
+        .collect();
+    let (mut dweight, mut dbias) = (vec![0.0; g.filters * g.patch()], vec![0.0; g.filters]);
+    for partial in &partials {
+        add(&mut dweight, &partial.dweight);
+        add(&mut dbias, &partial.dbias);
+    }
     let [kh, kw] = g.kernel;
     ConvGrads {
         x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx, [n, c, h, wd]))),
@@ -95,6 +163,8 @@ pub(super) fn backward(
 struct Partial {
     cols: Vec<f32>,
     dcols: Vec<f32>,
+    /// The convolution's output gradient, when it comes from a max-pool's.
+    dy: Vec<f32>,
     dweight: Vec<f32>,
     dbias: Vec<f32>,
 }
@@ -104,6 +174,7 @@ impl Partial {
         Self {
             cols: vec![0.0; g.cols_len()],
             dcols: vec![0.0; g.cols_len()],
+            dy: Vec::new(),
             dweight: vec![0.0; g.filters * g.patch()],
             dbias: vec![0.0; g.filters],
         }
@@ -115,9 +186,17 @@ impl Partial {
         g: &Geometry,
         w: &[f32],
         x: &[f32],
-        dy: &[f32],
+        dy: OutputGrad,
         dx: Option<&mut [f32]>,
     ) {
+        let dy = match dy {
+            OutputGrad::Dense(dy) => dy,
+            OutputGrad::Pooled { dy, argmax } => {
+                self.dy.resize(g.output_len(), 0.0);
+                pool::backward_planes(dy, argmax, g.positions(), &mut self.dy);
+                &self.dy
+            }
+        };
         let (k, p) = (g.patch(), g.positions());
         g.unfold(x, &mut self.cols);
         let dy_m = Matrix::new(dy, g.filters, p);
@@ -217,6 +296,17 @@ impl Geometry {
                 f(row * oh * ow + y * ow, ch * h * w + (y + i) * w + j);
             }
         }
+    }
+
+    /// One image's convolution: `y [o, p] = w x unfold(x) + bias`, with `cols` as scratch.
+    fn forward_image(&self, w: &[f32], bias: &[f32], x: &[f32], cols: &mut [f32], y: &mut [f32]) {
+        for (row, &b) in y.chunks_mut(self.positions()).zip(bias) {
+            row.fill(b);
+        }
+        self.unfold(x, cols);
+        let w = Matrix::new(w, self.filters, self.patch());
+        let cols = Matrix::new(cols, self.patch(), self.positions());
+        matmul(y, w, cols, true);
     }
 
     /// im2col: `image [c, h, w]` to `cols [k, p]`.

@@ -1,4 +1,4 @@
-//! The CNN's convolution, max-pool and dropout computed by kernels of our own on the CPU (Flex
+//! The CNN's convolutions, max-pool and dropout computed by kernels of our own on the CPU (Flex
 //! backend).
 //!
 //! Burn's Flex backend computes a convolution's forward pass with im2col and gemm, but its
@@ -6,7 +6,8 @@
 //! weight gradient as a convolution with a 24x24 kernel), and its max-pool on one thread. Those
 //! dominated a training step of the reference CNN. Each layer here is one autodiff operation
 //! whose forward and backward passes are kernels in [`conv`] and [`pool`], spread over the
-//! images of the batch on the rayon pool's threads.
+//! images of the batch on the rayon pool's threads. The last convolution and the max-pool are
+//! one operation: the convolution's output then only exists an image at a time, in cache.
 //!
 //! The operations are a Burn backend extension: the trait [`CpuLayers`] is implemented for Flex
 //! and for autodiff over Flex, and `#[backend_extension]` routes `Tensor`s to them. Other
@@ -24,9 +25,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{
-    Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
-};
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 
@@ -40,9 +39,14 @@ pub trait CpuLayers: Backend {
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
-    /// Max-pool over `size x size` windows with stride `size`, no padding:
-    /// `x [n, c, h, w]` to `[n, c, h / size, w / size]`.
-    fn cpu_max_pool2d(x: FloatTensor<Self>, size: usize) -> FloatTensor<Self>;
+    /// [`CpuLayers::cpu_conv2d`] followed by a max-pool over `size x size` windows with stride
+    /// `size`: `[n, o, oh / size, ow / size]`.
+    fn cpu_conv2d_max_pool2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        size: usize,
+    ) -> FloatTensor<Self>;
 }
 
 /// Whether the layers here can compute on `x`'s device and type (f32 on the Flex backend).
@@ -59,10 +63,17 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
     ))
 }
 
-/// See [`CpuLayers::cpu_max_pool2d`]. The caller checks [`supported`].
-pub fn max_pool2d(x: Tensor<4>, size: usize) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_max_pool2d(
+/// See [`CpuLayers::cpu_conv2d_max_pool2d`]. The caller checks [`supported`].
+pub fn conv2d_max_pool2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    size: usize,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_conv2d_max_pool2d(
         x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
         size,
     ))
 }
@@ -92,15 +103,22 @@ pub trait Kernels: Backend {
         input_grad: bool,
     ) -> ConvGrads<Self>;
 
-    /// The pooled maxima, and where in its image plane each one was.
-    fn pool_forward(x: FloatTensor<Self>, size: usize) -> (FloatTensor<Self>, IntTensor<Self>);
+    /// The pooled output, and where in its plane of the convolution each maximum was.
+    fn conv_pool_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        size: usize,
+    ) -> (FloatTensor<Self>, IntTensor<Self>);
 
-    /// The output gradient `dy` routed back to the maxima of an input of `shape`.
-    fn pool_backward(
+    /// The gradients for the gradient `dy` of the pooled output.
+    fn conv_pool_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         argmax: IntTensor<Self>,
-        shape: Shape,
-    ) -> FloatTensor<Self>;
+        input_grad: bool,
+    ) -> ConvGrads<Self>;
 }
 
 impl Kernels for Flex {
@@ -117,12 +135,23 @@ impl Kernels for Flex {
         conv::backward(x, weight, dy, input_grad)
     }
 
-    fn pool_forward(x: FlexTensor, size: usize) -> (FlexTensor, FlexTensor) {
-        pool::forward(x, size)
+    fn conv_pool_forward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        size: usize,
+    ) -> (FlexTensor, FlexTensor) {
+        conv::forward_pooled(x, weight, bias, size)
     }
 
-    fn pool_backward(dy: FlexTensor, argmax: FlexTensor, shape: Shape) -> FlexTensor {
-        pool::backward(dy, argmax, shape)
+    fn conv_pool_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        argmax: FlexTensor,
+        input_grad: bool,
+    ) -> ConvGrads<Self> {
+        conv::backward_pooled(x, weight, dy, argmax, input_grad)
     }
 }
 
@@ -131,23 +160,41 @@ impl CpuLayers for Flex {
         Self::conv_forward(x, weight, bias)
     }
 
-    fn cpu_max_pool2d(x: FlexTensor, size: usize) -> FlexTensor {
-        Self::pool_forward(x, size).0
+    fn cpu_conv2d_max_pool2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        size: usize,
+    ) -> FlexTensor {
+        Self::conv_pool_forward(x, weight, bias, size).0
     }
 }
 
+/// The backward step of a convolution, or of a convolution and its max-pool.
 #[derive(Debug)]
 struct ConvBackward;
 
+/// What the backward step keeps: the input, the weights and, after a max-pool, where the maxima
+/// were.
+#[derive(Debug, Clone)]
+struct ConvState<B: Backend> {
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    argmax: Option<IntTensor<B>>,
+}
+
 impl<B: Kernels> Backward<B, 3> for ConvBackward {
-    /// The input and the weights.
-    type State = (FloatTensor<B>, FloatTensor<B>);
+    type State = ConvState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight, node_bias] = ops.parents;
-        let (x, weight) = ops.state;
+        let ConvState { x, weight, argmax } = ops.state;
         let dy = grads.consume::<B>(&ops.node);
-        let computed = B::conv_backward(x, weight, dy, node_x.is_some());
+        let input_grad = node_x.is_some();
+        let computed = match argmax {
+            None => B::conv_backward(x, weight, dy, input_grad),
+            Some(argmax) => B::conv_pool_backward(x, weight, dy, argmax, input_grad),
+        };
         if let (Some(node), Some(dx)) = (node_x, computed.x) {
             grads.register::<B>(node.id, dx);
         }
@@ -160,59 +207,57 @@ impl<B: Kernels> Backward<B, 3> for ConvBackward {
     }
 }
 
-#[derive(Debug)]
-struct PoolBackward;
-
-impl<B: Kernels> Backward<B, 1> for PoolBackward {
-    /// Where the maxima were, and the input's shape.
-    type State = (IntTensor<B>, Shape);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x] = ops.parents;
-        let (argmax, shape) = ops.state;
-        let dy = grads.consume::<B>(&ops.node);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::pool_backward(dy, argmax, shape));
-        }
-    }
-}
-
 impl<B: Kernels, C: CheckpointStrategy> CpuLayers for Autodiff<B, C> {
     fn cpu_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let prepared = ConvBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful();
-        let (x, weight, bias) = (
-            x.into_primitive(),
-            weight.into_primitive(),
-            bias.into_primitive(),
-        );
-        match prepared {
-            OpsKind::Tracked(prep) => {
-                let state = (x.clone(), weight.clone());
-                prep.finish(state, B::conv_forward(x, weight, bias))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv_forward(x, weight, bias)),
-        }
+        conv_step::<B, C>(x, weight, bias, |x, weight, bias| {
+            (B::conv_forward(x, weight, bias), None)
+        })
     }
 
-    fn cpu_max_pool2d(x: FloatTensor<Self>, size: usize) -> FloatTensor<Self> {
-        let prepared = PoolBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful();
-        let x = x.into_primitive();
-        let shape = x.shape();
-        let (y, argmax) = B::pool_forward(x, size);
-        match prepared {
-            OpsKind::Tracked(prep) => prep.finish((argmax, shape), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
+    fn cpu_conv2d_max_pool2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        size: usize,
+    ) -> FloatTensor<Self> {
+        conv_step::<B, C>(x, weight, bias, |x, weight, bias| {
+            let (y, argmax) = B::conv_pool_forward(x, weight, bias, size);
+            (y, Some(argmax))
+        })
+    }
+}
+
+/// Runs `forward` on the inputs' primitives and records its backward step when a gradient is
+/// needed.
+fn conv_step<B: Kernels, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    forward: impl FnOnce(
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+    ) -> (FloatTensor<B>, Option<IntTensor<B>>),
+) -> FloatTensor<Autodiff<B, C>> {
+    let prepared = ConvBackward
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful();
+    let (x, weight, bias) = (
+        x.into_primitive(),
+        weight.into_primitive(),
+        bias.into_primitive(),
+    );
+    match prepared {
+        OpsKind::Tracked(prep) => {
+            let (y, argmax) = forward(x.clone(), weight.clone(), bias);
+            prep.finish(ConvState { x, weight, argmax }, y)
         }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias).0),
     }
 }
 

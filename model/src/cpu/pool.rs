@@ -1,58 +1,47 @@
-//! Max-pool over non-overlapping square windows, image plane by image plane. The forward pass
-//! records where in its plane each maximum was; the backward pass routes each output gradient
-//! there.
+//! Max-pool over non-overlapping square windows, for the image planes of one image. The
+//! forward pass records where in its plane each maximum was; the backward pass routes each
+//! gradient there.
 
-use burn::backend::flex::FlexTensor;
-use burn::backend::{Shape, TensorMetadata};
-use burn::tensor::TensorData;
-use rayon::prelude::*;
-
-use super::{f32s, i32s};
-
-pub(super) fn forward(x: FlexTensor, size: usize) -> (FlexTensor, FlexTensor) {
-    let [n, c, h, w] = x.shape().dims::<4>();
-    let (oh, ow) = (h / size, w / size);
-    let x = x.to_contiguous();
-    let mut y = vec![0.0f32; n * c * oh * ow];
-    let mut argmax = vec![0i32; y.len()];
-    y.par_chunks_mut(oh * ow)
-        .zip(argmax.par_chunks_mut(oh * ow))
-        .zip(f32s(&x).par_chunks(h * w))
-        .for_each(|((y, argmax), plane)| {
-            for (k, (y, argmax)) in y.iter_mut().zip(argmax).enumerate() {
-                let (top, left) = (k / ow * size, k % ow * size);
-                // The first maximum in reading order, as Burn's and PyTorch's max-pools pick.
-                let (mut best, mut max) = (top * w + left, plane[top * w + left]);
+/// Pools `planes` (each `[h, w]`) into `pooled` (each `[h / size, w / size]`), recording in
+/// `argmax` the index in its plane of each maximum.
+pub(super) fn forward_planes(
+    planes: &[f32],
+    [h, w]: [usize; 2],
+    size: usize,
+    pooled: &mut [f32],
+    argmax: &mut [i32],
+) {
+    let (ph, pw) = (h / size, w / size);
+    let outputs = pooled.chunks_mut(ph * pw).zip(argmax.chunks_mut(ph * pw));
+    for (plane, (pooled, argmax)) in planes.chunks(h * w).zip(outputs) {
+        let rows = pooled.chunks_mut(pw).zip(argmax.chunks_mut(pw));
+        for (top, (pooled, argmax)) in (0..).step_by(size).zip(rows) {
+            for (left, (max, at)) in (0..).step_by(size).zip(pooled.iter_mut().zip(argmax)) {
+                // The first maximum in reading order, as Burn's and PyTorch's pools pick.
+                let (mut best, mut value) = (top * w + left, plane[top * w + left]);
                 for row in (top..top + size).map(|i| i * w + left) {
-                    for (at, &value) in (row..).zip(&plane[row..row + size]) {
-                        if value > max {
-                            (best, max) = (at, value);
+                    for (index, &candidate) in (row..).zip(&plane[row..row + size]) {
+                        if candidate > value {
+                            (best, value) = (index, candidate);
                         }
                     }
                 }
-                *y = max;
-                *argmax = i32::try_from(best).expect("an image plane has fewer than 2^31 pixels");
+                *max = value;
+                *at = i32::try_from(best).expect("an image plane has fewer than 2^31 pixels");
             }
-        });
-    let shape = [n, c, oh, ow];
-    (
-        FlexTensor::from_data(TensorData::new(y, shape)),
-        FlexTensor::from_data(TensorData::new(argmax, shape)),
-    )
+        }
+    }
 }
 
-pub(super) fn backward(dy: FlexTensor, argmax: FlexTensor, shape: Shape) -> FlexTensor {
-    let [n, c, h, w] = shape.dims::<4>();
-    let [_, _, oh, ow] = dy.shape().dims::<4>();
-    let dy = dy.to_contiguous();
-    let mut dx = vec![0.0f32; n * c * h * w];
-    dx.par_chunks_mut(h * w)
-        .zip(f32s(&dy).par_chunks(oh * ow))
-        .zip(i32s(&argmax).par_chunks(oh * ow))
-        .for_each(|((dx, dy), argmax)| {
-            for (&dy, &at) in dy.iter().zip(argmax) {
-                dx[at as usize] += dy;
-            }
-        });
-    FlexTensor::from_data(TensorData::new(dx, [n, c, h, w]))
+/// The gradient of the planes [`forward_planes`] pooled (each of `plane_len` values), from that
+/// of the maxima: `dy` where the maxima were, zero elsewhere.
+pub(super) fn backward_planes(dy: &[f32], argmax: &[i32], plane_len: usize, planes: &mut [f32]) {
+    planes.fill(0.0);
+    let per_plane = dy.len() / (planes.len() / plane_len);
+    let pooled = dy.chunks(per_plane).zip(argmax.chunks(per_plane));
+    for (plane, (dy, argmax)) in planes.chunks_mut(plane_len).zip(pooled) {
+        for (&dy, &at) in dy.iter().zip(argmax) {
+            plane[at as usize] += dy;
+        }
+    }
 }
