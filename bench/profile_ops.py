@@ -17,13 +17,17 @@ LOOP = "mnist::train::Run::epoch"
 
 # (label, pattern), tried in order on each frame from the training loop down.
 OPERATIONS = [
-    ("conv forward", r"Conv2d::forward|model::cpu::conv2d|cpu_conv2d"),
-    ("conv backward", r"Conv2D\w* as burn_autodiff::ops::backward::Backward|cpu::ConvBackward as"),
-    ("max-pool forward", r"MaxPool2d::forward|model::cpu::max_pool2d|cpu_max_pool2d"),
-    ("max-pool backward", r"MaxPool2D\w* as burn_autodiff|cpu::PoolBackward as"),
-    ("dropout forward", r"Dropout::forward|model::cpu::dropout::dropout"),
-    ("linear forward", r"Linear::forward"),
-    ("linear backward", r"Matmul as burn_autodiff::ops::backward::Backward"),
+    ("conv+max-pool forward", r"conv2d_max_pool2d|Kernels>::conv_pool_forward"),
+    ("conv+max-pool backward", r"Kernels>::conv_pool_backward|cpu::conv::backward_pooled"),
+    ("conv forward", r"Conv2d::forward|model::layers::conv2d|Kernels>::conv_forward"),
+    ("conv backward",
+     r"Conv2D\w* as burn_autodiff::ops::backward::Backward|Kernels>::conv_backward|cpu::conv::backward"),
+    ("max-pool forward", r"MaxPool2d::forward"),
+    ("max-pool backward", r"MaxPool2D\w* as burn_autodiff"),
+    ("dropout forward", r"Dropout::forward|model::layers::dropout|cpu::dropout::dropout"),
+    ("linear forward", r"Linear::forward|model::layers::linear|Kernels>::linear_forward"),
+    ("linear backward",
+     r"Matmul as burn_autodiff::ops::backward::Backward|Kernels>::linear_backward|cpu::linear::backward"),
     ("activation forward", r"Activation::forward|activation::relu|Sigmoid::forward"),
     ("activation backward", r"(Relu|Sigmoid|Tanh) as burn_autodiff::ops::backward::Backward"),
     ("loss forward", r"mnist::evaluate::loss"),
@@ -84,7 +88,7 @@ def main():
         label = classify(frames)
         if label:
             totals[label] += period
-        if label == args.detail:
+        if args.detail and label == args.detail:
             leaves[frames[-1][:100]] += period
     everything = sum(totals.values())
     if not everything:

@@ -139,8 +139,99 @@ impl Cnn {
         let x = layers::dropout(&self.conv_dropout, x);
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.hidden.iter().fold(x, |x, layer| {
-            layers::dropout(&self.dropout, self.activation.forward(layer.forward(x)))
+            layers::dropout(
+                &self.dropout,
+                self.activation.forward(layers::linear(layer, x)),
+            )
         });
-        self.output.forward(x)
+        layers::linear(&self.output, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    /// The layers in the order the config names them, each Burn's own (dropout off).
+    fn straightforward(cnn: &Cnn, images: Tensor<2>) -> Tensor<2> {
+        let [batch, _] = images.dims();
+        let x = images.reshape([batch, 1, cnn.height, cnn.width]);
+        let x = cnn
+            .convs
+            .iter()
+            .fold(x, |x, conv| cnn.activation.forward(conv.forward(x)));
+        let x: Tensor<2> = cnn.pool.forward(x).flatten(1, 3);
+        let x = cnn
+            .hidden
+            .iter()
+            .fold(x, |x, layer| cnn.activation.forward(layer.forward(x)));
+        cnn.output.forward(x)
+    }
+
+    /// Every parameter's gradient, flattened, in a fixed order.
+    fn parameter_grads(cnn: &Cnn, grads: &burn::tensor::Gradients) -> Vec<Tensor<1>> {
+        let conv = cnn.convs.iter().flat_map(|c| {
+            let bias = c.bias.as_ref().and_then(|b| b.grad(grads));
+            [c.weight.grad(grads).map(|w| w.flatten(0, 3)), bias]
+        });
+        let dense = cnn.hidden.iter().chain([&cnn.output]).flat_map(|l| {
+            let bias = l.bias.as_ref().and_then(|b| b.grad(grads));
+            [l.weight.grad(grads).map(|w| w.flatten(0, 1)), bias]
+        });
+        conv.chain(dense)
+            .map(|grad| grad.expect("every parameter has a gradient"))
+            .collect()
+    }
+
+    fn max_difference(a: Tensor<1>, b: Tensor<1>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    #[test]
+    fn forward_and_gradients_match_the_straightforward_layers() {
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        let input = InputShape {
+            height: 12,
+            width: 11,
+        };
+        for activation in [
+            ActivationKind::Relu,
+            ActivationKind::Sigmoid,
+            ActivationKind::Tanh,
+            ActivationKind::Identity,
+        ] {
+            let config = CnnConfig {
+                channels: vec![4, 6],
+                kernel_size: 3,
+                pool: 2,
+                hidden: vec![16],
+                activation,
+                conv_dropout: 0.0,
+                dropout: 0.0,
+            };
+            let cnn = config.init(input, 10, &device);
+            let images = Tensor::<2>::random([5, input.pixels()], Distribution::Default, &device);
+            let ours = cnn.forward(images.clone());
+            let reference = straightforward(&cnn, images);
+            let g = Tensor::<2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let grads_ours = (ours.clone() * g.clone()).sum().backward();
+            let grads_ref = (reference.clone() * g).sum().backward();
+            let output = max_difference(ours.flatten(0, 1), reference.flatten(0, 1));
+            assert!(output < 1e-5, "{activation:?}: outputs differ by {output}");
+            let pairs = parameter_grads(&cnn, &grads_ours)
+                .into_iter()
+                .zip(parameter_grads(&cnn, &grads_ref));
+            for (i, (a, b)) in pairs.enumerate() {
+                let difference = max_difference(a, b);
+                assert!(
+                    difference < 1e-5,
+                    "{activation:?}: gradient of parameter {i} differs by {difference}"
+                );
+            }
+        }
     }
 }

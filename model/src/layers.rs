@@ -4,7 +4,7 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-use burn::nn::{Dropout, PaddingConfig2d};
+use burn::nn::{Dropout, Linear, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::cpu;
@@ -16,6 +16,14 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             cpu::conv2d(x, conv.weight.val(), bias.val())
         }
         _ => conv.forward(x),
+    }
+}
+
+/// `layer` applied to `x`.
+pub fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    match &layer.bias {
+        Some(bias) if cpu::supported(&x) => cpu::linear(x, layer.weight.val(), bias.val()),
+        _ => layer.forward(x),
     }
 }
 

@@ -74,8 +74,12 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, images: Tensor<2>) -> Tensor<2> {
         let x = self.hidden.iter().fold(images, |x, layer| {
-            layers::dropout(&self.dropout, self.activation.forward(layer.forward(x)))
+            layers::dropout(
+                &self.dropout,
+                self.activation.forward(layers::linear(layer, x)),
+            )
         });
-        self.output_activation.forward(self.output.forward(x))
+        self.output_activation
+            .forward(layers::linear(&self.output, x))
     }
 }

@@ -12,7 +12,8 @@ use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
-use super::{ConvGrads, f32s, i32s, pool};
+use super::matmul::{Matrix, matmul};
+use super::{Grads, f32s, i32s, pool};
 
 /// A convolution: `[n, o, oh, ow]`.
 pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
@@ -90,7 +91,7 @@ pub(super) fn backward(
     weight: FlexTensor,
     dy: FlexTensor,
     input_grad: bool,
-) -> ConvGrads<Flex> {
+) -> Grads<Flex> {
     let g = Geometry::of(&x, &weight);
     let dy = dy.to_contiguous();
     let grads = f32s(&dy).par_chunks(g.output_len()).map(OutputGrad::Dense);
@@ -104,7 +105,7 @@ pub(super) fn backward_pooled(
     dy: FlexTensor,
     argmax: FlexTensor,
     input_grad: bool,
-) -> ConvGrads<Flex> {
+) -> Grads<Flex> {
     let g = Geometry::of(&x, &weight);
     let dy = dy.to_contiguous();
     let per_image = dy.shape().num_elements() / g.image[0];
@@ -121,7 +122,7 @@ fn backward_images<'a>(
     weight: FlexTensor,
     grads: impl IndexedParallelIterator<Item = OutputGrad<'a>>,
     input_grad: bool,
-) -> ConvGrads<Flex> {
+) -> Grads<Flex> {
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let (x, w) = (f32s(&x), f32s(&weight));
     let [n, c, h, wd] = g.image;
@@ -152,7 +153,7 @@ fn backward_images<'a>(
         add(&mut dbias, &partial.dbias);
     }
     let [kh, kw] = g.kernel;
-    ConvGrads {
+    Grads {
         x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx, [n, c, h, wd]))),
         weight: FlexTensor::from_data(TensorData::new(dweight, [g.filters, c, kh, kw])),
         bias: FlexTensor::from_data(TensorData::new(dbias, [g.filters])),
@@ -324,69 +325,5 @@ impl Geometry {
         self.for_each_run(|from, to| {
             add(&mut image[to..to + ow], &cols[from..from + ow]);
         });
-    }
-}
-
-/// A row-major matrix, or the transpose of one.
-#[derive(Clone, Copy)]
-struct Matrix<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: isize,
-    col_stride: isize,
-}
-
-impl<'a> Matrix<'a> {
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert_eq!(data.len(), rows * cols, "matrix size");
-        Self {
-            data,
-            rows,
-            cols,
-            row_stride: cols as isize,
-            col_stride: 1,
-        }
-    }
-
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-}
-
-/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`; `dst` is row-major.
-fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
-    assert_eq!(lhs.cols, rhs.rows, "matmul: inner dimensions differ");
-    assert_eq!(dst.len(), lhs.rows * rhs.cols, "matmul: destination size");
-    // SAFETY: the asserts above and `Matrix::new` bound every index gemm computes from these
-    // sizes and strides within the three slices; `dst` is borrowed mutably, so nothing aliases it.
-    unsafe {
-        gemm::gemm(
-            lhs.rows,
-            rhs.cols,
-            lhs.cols,
-            dst.as_mut_ptr(),
-            1,
-            rhs.cols as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride,
-            lhs.row_stride,
-            rhs.data.as_ptr(),
-            rhs.col_stride,
-            rhs.row_stride,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }

@@ -1,5 +1,5 @@
-//! The CNN's convolutions, max-pool and dropout computed by kernels of our own on the CPU (Flex
-//! backend).
+//! The networks' fully connected and convolution layers, max-pool and dropout computed by kernels
+//! of our own on the CPU (Flex backend).
 //!
 //! Burn's Flex backend computes a convolution's forward pass with im2col and gemm, but its
 //! backward pass with generic formulas (the input gradient as a transposed convolution, the
@@ -15,6 +15,8 @@
 
 mod conv;
 mod dropout;
+mod linear;
+mod matmul;
 mod pool;
 
 pub use dropout::dropout;
@@ -34,6 +36,14 @@ pub trait CpuLayers: Backend {
     /// A stride-1, unpadded convolution plus bias: `x [n, c, h, w]`, `weight [o, c, kh, kw]`,
     /// `bias [o]`, result `[n, o, h - kh + 1, w - kw + 1]`.
     fn cpu_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// A fully connected layer: `x [n, in]`, `weight [in, out]`, `bias [out]`, result
+    /// `[n, out]`.
+    fn cpu_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -63,6 +73,15 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
     ))
 }
 
+/// See [`CpuLayers::cpu_linear`]. The caller checks [`supported`].
+pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
+}
+
 /// See [`CpuLayers::cpu_conv2d_max_pool2d`]. The caller checks [`supported`].
 pub fn conv2d_max_pool2d(
     x: Tensor<4>,
@@ -78,9 +97,9 @@ pub fn conv2d_max_pool2d(
     ))
 }
 
-/// The gradients of one convolution.
+/// The gradients of a layer with weights and a bias.
 #[derive(Debug)]
-pub struct ConvGrads<B: Backend> {
+pub struct Grads<B: Backend> {
     /// Absent when the input needs none.
     pub x: Option<FloatTensor<B>>,
     pub weight: FloatTensor<B>,
@@ -101,7 +120,21 @@ pub trait Kernels: Backend {
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         input_grad: bool,
-    ) -> ConvGrads<Self>;
+    ) -> Grads<Self>;
+
+    fn linear_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients for the output gradient `dy`; that of `x` only if `input_grad`.
+    fn linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        input_grad: bool,
+    ) -> Grads<Self>;
 
     /// The pooled output, and where in its plane of the convolution each maximum was.
     fn conv_pool_forward(
@@ -118,7 +151,7 @@ pub trait Kernels: Backend {
         dy: FloatTensor<Self>,
         argmax: IntTensor<Self>,
         input_grad: bool,
-    ) -> ConvGrads<Self>;
+    ) -> Grads<Self>;
 }
 
 impl Kernels for Flex {
@@ -131,8 +164,21 @@ impl Kernels for Flex {
         weight: FlexTensor,
         dy: FlexTensor,
         input_grad: bool,
-    ) -> ConvGrads<Self> {
+    ) -> Grads<Self> {
         conv::backward(x, weight, dy, input_grad)
+    }
+
+    fn linear_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        linear::forward(x, weight, bias)
+    }
+
+    fn linear_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        input_grad: bool,
+    ) -> Grads<Self> {
+        linear::backward(x, weight, dy, input_grad)
     }
 
     fn conv_pool_forward(
@@ -150,7 +196,7 @@ impl Kernels for Flex {
         dy: FlexTensor,
         argmax: FlexTensor,
         input_grad: bool,
-    ) -> ConvGrads<Self> {
+    ) -> Grads<Self> {
         conv::backward_pooled(x, weight, dy, argmax, input_grad)
     }
 }
@@ -158,6 +204,10 @@ impl Kernels for Flex {
 impl CpuLayers for Flex {
     fn cpu_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         Self::conv_forward(x, weight, bias)
+    }
+
+    fn cpu_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        Self::linear_forward(x, weight, bias)
     }
 
     fn cpu_conv2d_max_pool2d(
@@ -170,30 +220,40 @@ impl CpuLayers for Flex {
     }
 }
 
-/// The backward step of a convolution, or of a convolution and its max-pool.
+/// The backward step of a layer with weights and a bias.
 #[derive(Debug)]
-struct ConvBackward;
+struct WeightedBackward;
 
-/// What the backward step keeps: the input, the weights and, after a max-pool, where the maxima
-/// were.
+/// What the backward step keeps: the input, the weights, and which layer they belong to.
 #[derive(Debug, Clone)]
-struct ConvState<B: Backend> {
+struct WeightedState<B: Backend> {
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
-    argmax: Option<IntTensor<B>>,
+    layer: Layer<B>,
 }
 
-impl<B: Kernels> Backward<B, 3> for ConvBackward {
-    type State = ConvState<B>;
+#[derive(Debug, Clone)]
+enum Layer<B: Backend> {
+    Linear,
+    Conv,
+    /// A convolution and its max-pool, with where the maxima were.
+    ConvPool {
+        argmax: IntTensor<B>,
+    },
+}
+
+impl<B: Kernels> Backward<B, 3> for WeightedBackward {
+    type State = WeightedState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight, node_bias] = ops.parents;
-        let ConvState { x, weight, argmax } = ops.state;
+        let WeightedState { x, weight, layer } = ops.state;
         let dy = grads.consume::<B>(&ops.node);
         let input_grad = node_x.is_some();
-        let computed = match argmax {
-            None => B::conv_backward(x, weight, dy, input_grad),
-            Some(argmax) => B::conv_pool_backward(x, weight, dy, argmax, input_grad),
+        let computed = match layer {
+            Layer::Linear => B::linear_backward(x, weight, dy, input_grad),
+            Layer::Conv => B::conv_backward(x, weight, dy, input_grad),
+            Layer::ConvPool { argmax } => B::conv_pool_backward(x, weight, dy, argmax, input_grad),
         };
         if let (Some(node), Some(dx)) = (node_x, computed.x) {
             grads.register::<B>(node.id, dx);
@@ -213,8 +273,18 @@ impl<B: Kernels, C: CheckpointStrategy> CpuLayers for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        conv_step::<B, C>(x, weight, bias, |x, weight, bias| {
-            (B::conv_forward(x, weight, bias), None)
+        weighted_step::<B, C>(x, weight, bias, |x, weight, bias| {
+            (B::conv_forward(x, weight, bias), Layer::Conv)
+        })
+    }
+
+    fn cpu_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        weighted_step::<B, C>(x, weight, bias, |x, weight, bias| {
+            (B::linear_forward(x, weight, bias), Layer::Linear)
         })
     }
 
@@ -224,26 +294,22 @@ impl<B: Kernels, C: CheckpointStrategy> CpuLayers for Autodiff<B, C> {
         bias: FloatTensor<Self>,
         size: usize,
     ) -> FloatTensor<Self> {
-        conv_step::<B, C>(x, weight, bias, |x, weight, bias| {
+        weighted_step::<B, C>(x, weight, bias, |x, weight, bias| {
             let (y, argmax) = B::conv_pool_forward(x, weight, bias, size);
-            (y, Some(argmax))
+            (y, Layer::ConvPool { argmax })
         })
     }
 }
 
 /// Runs `forward` on the inputs' primitives and records its backward step when a gradient is
 /// needed.
-fn conv_step<B: Kernels, C: CheckpointStrategy>(
+fn weighted_step<B: Kernels, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
-    forward: impl FnOnce(
-        FloatTensor<B>,
-        FloatTensor<B>,
-        FloatTensor<B>,
-    ) -> (FloatTensor<B>, Option<IntTensor<B>>),
+    forward: impl FnOnce(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> (FloatTensor<B>, Layer<B>),
 ) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = ConvBackward
+    let prepared = WeightedBackward
         .prepare::<C>([x.node(), weight.node(), bias.node()])
         .compute_bound()
         .stateful();
@@ -254,8 +320,8 @@ fn conv_step<B: Kernels, C: CheckpointStrategy>(
     );
     match prepared {
         OpsKind::Tracked(prep) => {
-            let (y, argmax) = forward(x.clone(), weight.clone(), bias);
-            prep.finish(ConvState { x, weight, argmax }, y)
+            let (y, layer) = forward(x.clone(), weight.clone(), bias);
+            prep.finish(WeightedState { x, weight, layer }, y)
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias).0),
     }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make profile`: where the time of a CPU training step goes, operation by operation. Trains
+# CONFIG for one epoch on the first 3,200 Fashion-MNIST training images, on one thread (so that
+# every sample has the whole call stack), under `perf record`; bench/profile_ops.py then charges
+# each sample to the layer, backward step or other part of the step it was taken in.
+#
+# usage: bench/profile.sh [CONFIG] [FASHION_DIR]   (env MNIST: another mnist binary to profile)
+set -euo pipefail
+config=${1:-configs/cnn.toml}
+fashion=${2:-/usr/share/datasets/fashion-mnist}
+command -v perf > /dev/null || { echo "profile: perf missing (apt-get install linux-perf)" >&2; exit 1; }
+[ -d "$fashion" ] || { echo "profile: $fashion missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
+cd "$(dirname "$0")/.."
+if [ -z "${MNIST:-}" ]; then
+  cargo build --release --quiet
+  MNIST=${CARGO_TARGET_DIR:-target}/release/mnist
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$MNIST" parse --input "$fashion" --output "$work/full" 2> /dev/null
+mkdir -p "$work/small"
+head -n 3200 "$work/full/train.csv" > "$work/small/train.csv"
+head -n 1000 "$work/full/test.csv" > "$work/small/test.csv"
+perf record --quiet -F 999 --call-graph dwarf,32768 -o "$work/perf.data" -- \
+  "$MNIST" train --threads 1 --backend cpu --config "$config" --data "$work/small" \
+  --epochs 1 --output "$work/model" 2> "$work/log"
+steps=$(sed -n 's/^epoch 1 step [0-9]*\/\([0-9]*\):.*/\1/p' "$work/log" | tail -n 1)
+seconds=$(sed -n 's/^epoch 1: .*; \([0-9.]*\)s, .*/\1/p' "$work/log")
+echo "$config, 1 thread: $(grep '^epoch 1:' "$work/log")"
+perf script --no-inline -F comm,period,ip,sym -i "$work/perf.data" 2> /dev/null |
+  python3 bench/profile_ops.py --steps "$steps" --seconds "$seconds"

@@ -1,0 +1,161 @@
+//! The CPU kernels give the results of Burn's own layers: outputs and the gradients of the
+//! input, the weights and the bias, on fixed random inputs; whatever the thread count.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use model::{cpu, layers};
+
+fn device() -> Device {
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    device
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Asserts that `ours` and `reference` agree to float rounding.
+fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, reference: Tensor<D>) {
+    assert_eq!(ours.dims(), reference.dims(), "{what}: shapes");
+    let scale = reference.clone().abs().max().into_scalar::<f32>().max(1.0);
+    let error = (ours - reference).abs().max().into_scalar::<f32>();
+    assert!(
+        error <= 1e-5 * scale,
+        "{what}: largest difference {error} (values up to {scale})"
+    );
+}
+
+/// Output and gradients of `layer` (as ours, the CPU kernels) against `reference` (Burn's
+/// layers), for the same input and the same weighting `g` of the output.
+fn assert_same_layer(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    ours: impl Fn(Tensor<4>) -> Tensor<4>,
+    reference: impl Fn(Tensor<4>) -> Tensor<4>,
+) {
+    assert!(
+        cpu::supported(&x),
+        "the CPU kernels must be the ones under test"
+    );
+    let (x_ours, x_ref) = (x.clone().require_grad(), x.require_grad());
+    let (y_ours, y_ref) = (ours(x_ours.clone()), reference(x_ref.clone()));
+    let g = random(y_ref.dims(), &y_ref.device());
+    let grads_ours = (y_ours.clone() * g.clone()).sum().backward();
+    let grads_ref = (y_ref.clone() * g).sum().backward();
+    assert_close("output", y_ours, y_ref);
+    let grad = |x: &Tensor<4>, grads| x.grad(grads).expect("input gradient");
+    assert_close(
+        "input gradient",
+        grad(&x_ours, &grads_ours),
+        grad(&x_ref, &grads_ref),
+    );
+    let weight = |grads| conv.weight.grad(grads).expect("weight gradient");
+    assert_close("weight gradient", weight(&grads_ours), weight(&grads_ref));
+    let bias = |grads| {
+        conv.bias
+            .as_ref()
+            .and_then(|b| b.grad(grads))
+            .expect("bias gradient")
+    };
+    assert_close("bias gradient", bias(&grads_ours), bias(&grads_ref));
+}
+
+fn conv(channels: [usize; 2], kernel: [usize; 2], device: &Device) -> Conv2d {
+    Conv2dConfig::new(channels, kernel).init(device)
+}
+
+#[test]
+fn convolution_matches_burn() {
+    let device = device();
+    // Rectangular images and kernel, several images, channels in and out.
+    for (channels, kernel, input) in [
+        ([1, 4], [3, 3], [5, 1, 12, 12]),
+        ([3, 5], [3, 2], [4, 3, 10, 9]),
+        ([8, 2], [1, 1], [2, 8, 4, 7]),
+    ] {
+        let layer = conv(channels, kernel, &device);
+        assert_same_layer(
+            &layer,
+            random(input, &device),
+            |x| layers::conv2d(&layer, x),
+            |x| layer.forward(x),
+        );
+    }
+}
+
+#[test]
+fn convolution_and_max_pool_match_burn() {
+    let device = device();
+    // Even and odd convolution outputs (8x7: the last row and column are not pooled).
+    for (size, input) in [(2, [3, 2, 10, 9]), (3, [2, 2, 11, 11]), (1, [2, 2, 5, 5])] {
+        let layer = conv([2, 6], [3, 3], &device);
+        let pool: MaxPool2d = MaxPool2dConfig::new([size, size]).init();
+        assert_same_layer(
+            &layer,
+            random(input, &device),
+            |x| layers::conv2d_max_pool2d(&layer, &pool, x),
+            |x| pool.forward(layer.forward(x)),
+        );
+    }
+}
+
+#[test]
+fn gradients_do_not_depend_on_the_thread_count() {
+    let device = device();
+    let layer = conv([4, 8], [3, 3], &device);
+    let pool: MaxPool2d = MaxPool2dConfig::new([2, 2]).init();
+    let x = random([20, 4, 14, 14], &device);
+    let gradients = |threads: usize| {
+        let pool_threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool_threads.install(|| {
+            let y = layers::conv2d_max_pool2d(&layer, &pool, x.clone());
+            let grads = y.sum().backward();
+            layer
+                .weight
+                .grad(&grads)
+                .expect("weight gradient")
+                .into_data()
+        })
+    };
+    assert_eq!(gradients(1), gradients(2), "bit for bit");
+}
+
+#[test]
+fn dropout_keeps_and_scales_as_burn_and_is_reproducible() {
+    let device = device();
+    let layer: Dropout = DropoutConfig::new(0.25).init();
+    let x = Tensor::<2>::ones([64, 4096], &device).require_grad();
+    device.seed(3);
+    let y = layers::dropout(&layer, x.clone());
+    let values: Vec<f32> = y.clone().into_data().try_to_vec().expect("f32 values");
+    let kept = values.iter().filter(|&&v| v != 0.0).count() as f64 / values.len() as f64;
+    assert!(
+        (kept - 0.75).abs() < 0.005,
+        "kept {kept:.4} of the elements, not 0.75"
+    );
+    assert!(
+        values
+            .iter()
+            .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6),
+        "kept elements are scaled by 1 / (1 - p)"
+    );
+    // The gradient is the mask itself, and the same seed draws the same mask.
+    let grads = y.clone().sum().backward();
+    assert_close(
+        "gradient",
+        x.grad(&grads).expect("input gradient"),
+        y.clone(),
+    );
+    device.seed(3);
+    assert_close("same seed", layers::dropout(&layer, x.clone()), y.clone());
+    // Outside training (no autodiff), dropout is the identity.
+    let plain = Tensor::<2>::ones([2, 3], &Device::flex());
+    assert_close("inference", layers::dropout(&layer, plain.clone()), plain);
+}
