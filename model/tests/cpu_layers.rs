@@ -1,9 +1,10 @@
 //! The CPU kernels give the results of Burn's own layers: outputs and the gradients of the
 //! input, the weights and the bias, on fixed random inputs; whatever the thread count.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use model::{cpu, layers};
@@ -29,13 +30,13 @@ fn assert_close<const D: usize>(what: &str, ours: Tensor<D>, reference: Tensor<D
     );
 }
 
-/// Output and gradients of `layer` (as ours, the CPU kernels) against `reference` (Burn's
-/// layers), for the same input and the same weighting `g` of the output.
-fn assert_same_layer(
-    conv: &Conv2d,
-    x: Tensor<4>,
-    ours: impl Fn(Tensor<4>) -> Tensor<4>,
-    reference: impl Fn(Tensor<4>) -> Tensor<4>,
+/// Output and gradients (input, `weight`, `bias`) of `ours` (the CPU kernels) against
+/// `reference` (Burn's layers), for the same input and the same weighting of the output.
+fn assert_same_layer<const D: usize, const W: usize>(
+    (weight, bias): (&Param<Tensor<W>>, Option<&Param<Tensor<1>>>),
+    x: Tensor<D>,
+    ours: impl Fn(Tensor<D>) -> Tensor<D>,
+    reference: impl Fn(Tensor<D>) -> Tensor<D>,
 ) {
     assert!(
         cpu::supported(&x),
@@ -47,21 +48,20 @@ fn assert_same_layer(
     let grads_ours = (y_ours.clone() * g.clone()).sum().backward();
     let grads_ref = (y_ref.clone() * g).sum().backward();
     assert_close("output", y_ours, y_ref);
-    let grad = |x: &Tensor<4>, grads| x.grad(grads).expect("input gradient");
+    let grad = |x: &Tensor<D>, grads| x.grad(grads).expect("input gradient");
     assert_close(
         "input gradient",
         grad(&x_ours, &grads_ours),
         grad(&x_ref, &grads_ref),
     );
-    let weight = |grads| conv.weight.grad(grads).expect("weight gradient");
+    let weight = |grads| weight.grad(grads).expect("weight gradient");
     assert_close("weight gradient", weight(&grads_ours), weight(&grads_ref));
-    let bias = |grads| {
-        conv.bias
-            .as_ref()
-            .and_then(|b| b.grad(grads))
-            .expect("bias gradient")
-    };
+    let bias = |grads| bias.and_then(|b| b.grad(grads)).expect("bias gradient");
     assert_close("bias gradient", bias(&grads_ours), bias(&grads_ref));
+}
+
+fn parameters(conv: &Conv2d) -> (&Param<Tensor<4>>, Option<&Param<Tensor<1>>>) {
+    (&conv.weight, conv.bias.as_ref())
 }
 
 fn conv(channels: [usize; 2], kernel: [usize; 2], device: &Device) -> Conv2d {
@@ -79,7 +79,7 @@ fn convolution_matches_burn() {
     ] {
         let layer = conv(channels, kernel, &device);
         assert_same_layer(
-            &layer,
+            parameters(&layer),
             random(input, &device),
             |x| layers::conv2d(&layer, x),
             |x| layer.forward(x),
@@ -95,10 +95,25 @@ fn convolution_and_max_pool_match_burn() {
         let layer = conv([2, 6], [3, 3], &device);
         let pool: MaxPool2d = MaxPool2dConfig::new([size, size]).init();
         assert_same_layer(
-            &layer,
+            parameters(&layer),
             random(input, &device),
             |x| layers::conv2d_max_pool2d(&layer, &pool, x),
             |x| pool.forward(layer.forward(x)),
+        );
+    }
+}
+
+#[test]
+fn fully_connected_layer_matches_burn() {
+    let device = device();
+    // Small (one thread) and large enough to be split between threads.
+    for (inputs, outputs, batch) in [(37, 11, 9), (1024, 256, 160)] {
+        let layer: Linear = LinearConfig::new(inputs, outputs).init(&device);
+        assert_same_layer(
+            (&layer.weight, layer.bias.as_ref()),
+            random([batch, inputs], &device),
+            |x| layers::linear(&layer, x),
+            |x| layer.forward(x),
         );
     }
 }
