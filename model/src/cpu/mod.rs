@@ -3,11 +3,13 @@
 //!
 //! Burn's Flex backend computes a convolution's forward pass with im2col and gemm, but its
 //! backward pass with generic formulas (the input gradient as a transposed convolution, the
-//! weight gradient as a convolution with a 24x24 kernel), and its max-pool on one thread. Those
-//! dominated a training step of the reference CNN. Each layer here is one autodiff operation
-//! whose forward and backward passes are kernels in [`conv`] and [`pool`], spread over the
-//! images of the batch on the rayon pool's threads. The last convolution and the max-pool are
-//! one operation: the convolution's output then only exists an image at a time, in cache.
+//! weight gradient as a convolution with a 24x24 kernel), its max-pool and dropout mask on one
+//! thread, and copies the operands and result of every matrix multiply. Those dominated a
+//! training step of the reference CNN. Each layer here is one autodiff operation whose forward
+//! and backward passes are kernels in [`conv`], [`pool`] and [`linear`], spread over the images
+//! of the batch on the rayon pool's threads; [`dropout`] draws its mask in parallel. The last
+//! convolution and the max-pool are one operation: the convolution's output then only exists an
+//! image at a time, in cache.
 //!
 //! The operations are a Burn backend extension: the trait [`CpuLayers`] is implemented for Flex
 //! and for autodiff over Flex, and `#[backend_extension]` routes `Tensor`s to them. Other
