@@ -11,34 +11,25 @@
 # training images with both, and the test accuracies are printed:
 #   accuracy_cnn mnist 90.12 pytorch 90.03 difference +0.09
 #
-# usage: bench/compare.sh [FASHION_DIR]   (env: PYTHON, THREADS, ROUNDS, ACCURACY_EPOCHS)
+# usage: bench/compare.sh [FASHION_DIR]   (env: PYTHON, THREADS, ROUNDS, ACCURACY_EPOCHS, MNIST)
 set -euo pipefail
-fashion=${1:-/usr/share/datasets/fashion-mnist}
 python=${PYTHON:-python3}
 threads=${THREADS:-$(nproc)}
 rounds=${ROUNDS:-5}
 accuracy_epochs=${ACCURACY_EPOCHS:-0}
 networks=(cnn mlp seed-mlp)
 
-[ -d "$fashion" ] || { echo "bench-compare: $fashion missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
 "$python" -c 'import torch, numpy' 2>/dev/null || {
   echo "bench-compare: $python cannot import torch and numpy (pip install torch numpy, or set PYTHON)" >&2
   exit 1
 }
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-mnist=${CARGO_TARGET_DIR:-target}/release/mnist
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-"$mnist" parse --input "$fashion" --output "$work/full" 2> /dev/null
-mkdir -p "$work/small"
-head -n 6400 "$work/full/train.csv" > "$work/small/train.csv"
-cp "$work/full/test.csv" "$work/small/test.csv"
-cut -d, -f2- "$work/full/test.csv" > "$work/attributes.csv"
+source "$(dirname "$0")/common.sh"
+prepare bench-compare "${1:-/usr/share/datasets/fashion-mnist}"
+subset 6400 10000 "$work/small"
+cut -d, -f2- "$work/csv/test.csv" > "$work/attributes.csv"
 
 ours() { # network, data, epochs, log
-  "$mnist" train --threads "$threads" --backend cpu --config "configs/$1.toml" --data "$2" \
+  "$MNIST" train --threads "$threads" --backend cpu --config "configs/$1.toml" --data "$2" \
     --epochs "$3" --output "$work/model-$1" 2> "$4"
 }
 theirs() { # network, data, epochs, log, extra options
@@ -58,7 +49,7 @@ for round in $(seq "$rounds"); do
     infer=()
     if [ "$net" = cnn ]; then
       infer=(--infer)
-      "$mnist" infer --threads "$threads" --backend cpu --model "$work/model-cnn" \
+      "$MNIST" infer --threads "$threads" --backend cpu --model "$work/model-cnn" \
         --input "$work/attributes.csv" --output "$work/inferred" 2> "$work/log"
       last "$infer_rate" "$work/log" >> "$work/mnist-infer"
     fi
@@ -83,8 +74,8 @@ report infer_cnn_images_per_s infer
 [ "$accuracy_epochs" -gt 0 ] || exit 0
 test_accuracy='^test: loss [0-9.]*, accuracy \([0-9.]*\)%$'
 for net in "${networks[@]}"; do
-  ours "$net" "$work/full" "$accuracy_epochs" "$work/ours.log"
-  theirs "$net" "$work/full" "$accuracy_epochs" "$work/theirs.log"
+  ours "$net" "$work/csv" "$accuracy_epochs" "$work/ours.log"
+  theirs "$net" "$work/csv" "$accuracy_epochs" "$work/theirs.log"
   awk -v n="accuracy_${net//-/_}" -v a="$(last "$test_accuracy" "$work/ours.log")" \
     -v b="$(last "$test_accuracy" "$work/theirs.log")" \
     'BEGIN { printf "%s mnist %.2f pytorch %.2f difference %+.2f\n", n, a, b, a - b }'

@@ -7,21 +7,10 @@
 # usage: bench/profile.sh [CONFIG] [FASHION_DIR]   (env MNIST: another mnist binary to profile)
 set -euo pipefail
 config=${1:-configs/cnn.toml}
-fashion=${2:-/usr/share/datasets/fashion-mnist}
 command -v perf > /dev/null || { echo "profile: perf missing (apt-get install linux-perf)" >&2; exit 1; }
-[ -d "$fashion" ] || { echo "profile: $fashion missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
-cd "$(dirname "$0")/.."
-if [ -z "${MNIST:-}" ]; then
-  cargo build --release --quiet
-  MNIST=${CARGO_TARGET_DIR:-target}/release/mnist
-fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-"$MNIST" parse --input "$fashion" --output "$work/full" 2> /dev/null
-mkdir -p "$work/small"
-head -n 3200 "$work/full/train.csv" > "$work/small/train.csv"
-head -n 1000 "$work/full/test.csv" > "$work/small/test.csv"
+source "$(dirname "$0")/common.sh"
+prepare profile "${2:-/usr/share/datasets/fashion-mnist}"
+subset 3200 1000 "$work/small"
 perf record --quiet -F 999 --call-graph dwarf,32768 -o "$work/perf.data" -- \
   "$MNIST" train --threads 1 --backend cpu --config "$config" --data "$work/small" \
   --epochs 1 --output "$work/model" 2> "$work/log"

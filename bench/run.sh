@@ -3,14 +3,9 @@
 #   parse MB/s, CSV load MB/s, training samples/s (seed-mlp, mlp, cnn) and inference images/s.
 # Training runs one epoch on the first 6,400 training images (cnn: 3,200) to keep the run short.
 set -euo pipefail
-fashion=${1:-/usr/share/datasets/fashion-mnist}
-[ -d "$fashion" ] || { echo "bench: $fashion missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
-cd "$(dirname "$0")/.."
-mnist() { cargo run --release --quiet -- "$@"; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-mnist parse --input "$fashion" --output "$work/csv" 2> "$work/parse.log"
+source "$(dirname "$0")/common.sh"
+prepare bench "${1:-/usr/share/datasets/fashion-mnist}"
+mnist() { "$MNIST" "$@"; }
 sed -n 's/.*(\([0-9.]*\) MB\/s).*/parse_mb_per_s \1/p' "$work/parse.log"
 
 figure() { # name, regex capturing the figure, log file
@@ -19,13 +14,8 @@ figure() { # name, regex capturing the figure, log file
   echo "$1 ${value:-?}"
 }
 
-subset() { # rows, directory
-  mkdir -p "$2"
-  head -n "$1" "$work/csv/train.csv" > "$2/train.csv"
-  head -n 1000 "$work/csv/test.csv" > "$2/test.csv"
-}
-subset 6400 "$work/small"
-subset 3200 "$work/tiny"
+subset 6400 1000 "$work/small"
+subset 3200 1000 "$work/tiny"
 
 mnist train --backend cpu --config configs/mlp.toml --data "$work/csv" --epochs 1 \
   --output "$work/full-mlp" 2> "$work/load.log"

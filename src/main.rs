@@ -57,8 +57,8 @@ enum Command {
 
 /// Runs `command` on a worker of a rayon pool of `threads` threads (default: one per core).
 /// The CPU backend's parallel loops then share the command's own thread instead of waking
-/// further workers: on two cores, a third thread spinning between operations costs a third of
-/// the throughput.
+/// further workers: on two cores, the two workers' spinning between operations (tens of
+/// thousands of `sched_yield` an epoch) took the cores from the command's own thread.
 fn in_thread_pool(
     threads: Option<u16>,
     command: impl FnOnce() -> anyhow::Result<()> + Send,

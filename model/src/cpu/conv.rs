@@ -18,11 +18,7 @@ use super::{Grads, f32s, i32s, pool};
 /// A convolution: `[n, o, oh, ow]`.
 pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
     let g = Geometry::of(&x, &weight);
-    let (x, weight, bias) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        bias.to_contiguous(),
-    );
+    let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
     let mut y = vec![0.0f32; g.image[0] * g.output_len()];
     y.par_chunks_mut(g.output_len())
@@ -46,11 +42,7 @@ pub(super) fn forward_pooled(
     size: usize,
 ) -> (FlexTensor, FlexTensor) {
     let g = Geometry::of(&x, &weight);
-    let (x, weight, bias) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        bias.to_contiguous(),
-    );
+    let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
     let [ph, pw] = g.output().map(|side| side / size);
     let pooled_len = g.filters * ph * pw;
@@ -123,7 +115,7 @@ fn backward_images<'a>(
     grads: impl IndexedParallelIterator<Item = OutputGrad<'a>>,
     input_grad: bool,
 ) -> Grads<Flex> {
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let [x, weight] = [x, weight].map(|t| t.to_contiguous());
     let (x, w) = (f32s(&x), f32s(&weight));
     let [n, c, h, wd] = g.image;
 

@@ -11,11 +11,7 @@ use super::{Grads, f32s};
 
 pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
     let ([n, inputs], [_, outputs]) = (x.shape().dims::<2>(), weight.shape().dims::<2>());
-    let (x, weight, bias) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        bias.to_contiguous(),
-    );
+    let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let mut y: Vec<f32> = f32s(&bias).repeat(n);
     let (x, w) = (
         Matrix::new(f32s(&x), n, inputs),
@@ -32,11 +28,7 @@ pub(super) fn backward(
     input_grad: bool,
 ) -> Grads<Flex> {
     let ([n, inputs], [_, outputs]) = (x.shape().dims::<2>(), weight.shape().dims::<2>());
-    let (x, weight, dy) = (
-        x.to_contiguous(),
-        weight.to_contiguous(),
-        dy.to_contiguous(),
-    );
+    let [x, weight, dy] = [x, weight, dy].map(|t| t.to_contiguous());
     let x = Matrix::new(f32s(&x), n, inputs);
     let dy_m = Matrix::new(f32s(&dy), n, outputs);
     let mut dweight = vec![0.0f32; inputs * outputs];
