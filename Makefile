@@ -32,7 +32,7 @@ APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1
 PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0
 SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup build test demo bench bench-compare profile lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean
+.PHONY: setup build test demo bench bench-compare bench-gpu profile lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean
 
 build:
 	$(CARGO) build --release
@@ -70,6 +70,11 @@ bench: build
 # CPU training and inference beside PyTorch's (PYTHON: a python with torch and numpy).
 bench-compare: build
 	bench/compare.sh "$(FASHION)"
+
+# On a machine with an NVIDIA GPU: mnist on wgpu (cold and warm GPU cache) beside PyTorch CUDA
+# (PYTHON: a python with torch built for CUDA, and numpy).
+bench-gpu: build
+	bench/gpu.sh "$(FASHION)"
 
 # Where a CPU training step's time goes, per operation (needs perf). CONFIG: the config to profile.
 CONFIG ?= configs/cnn.toml

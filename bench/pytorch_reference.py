@@ -9,11 +9,14 @@ preprocessing, loss, optimizer, batch size, validation split and epochs, and pri
     inferred 10000 images in 5.1s (1961 images/s)
 
 usage: bench/pytorch_reference.py --config configs/cnn.toml --data DIR [--epochs N]
-       [--threads N] [--infer]
-DIR holds train.csv and test.csv as `mnist parse` writes them (label, then 784 pixels).
+       [--batch-size N] [--threads N] [--device cpu|cuda] [--infer]
+DIR holds train.csv and test.csv as `mnist parse` writes them (label, then 784 pixels). With
+`--device cuda` the whole data set is put on the GPU once, as `mnist train` does, and every
+timing waits for the GPU to finish.
 Needs torch and numpy (`pip install torch numpy`); CI does not run it.
 """
 import argparse
+import math
 import sys
 import time
 import tomllib
@@ -81,6 +84,21 @@ def optimizer(config, params):
                              weight_decay=config.get("weight_decay", 1e-2))
 
 
+def schedule(config, base):
+    """The learning rate at a 0-based step, as src/config.rs's Schedule::lr computes it."""
+    kind = config.get("kind", "constant")
+    if kind == "constant":
+        return lambda step, per_epoch, total: base
+    if kind == "step":
+        every, gamma = max(config["every_epochs"], 1), config["gamma"]
+        return lambda step, per_epoch, total: base * gamma ** ((step // max(per_epoch, 1)) // every)
+    if kind == "cosine":
+        low = config.get("min_lr", 0.0)
+        return lambda step, per_epoch, total: low + (base - low) * 0.5 * (
+            1 + math.cos(math.pi * step / max(total, 1)))
+    sys.exit(f"pytorch_reference: schedule {kind!r} is not mapped")
+
+
 def loss_fn(kind):
     if kind == "squared_error":
         # Half the summed squared error per example, as `mnist train` computes it.
@@ -109,33 +127,46 @@ def main():
     parser.add_argument("--config", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--infer", action="store_true", help="also time inference on test.csv")
     args = parser.parse_args()
     with open(args.config, "rb") as file:
         config = tomllib.load(file)
     training = config["training"]
-    if config.get("schedule", {}).get("kind", "constant") != "constant":
-        sys.exit("pytorch_reference: only the constant learning-rate schedule is mapped")
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(training.get("seed", 42))
 
     pixels, labels = load(f"{args.data}/train.csv")
     test_pixels, test_labels = load(f"{args.data}/test.csv")
+    pixels, labels = pixels.to(device), labels.to(device)
+    test_pixels, test_labels = test_pixels.to(device), test_labels.to(device)
     inputs = preprocess(config["preprocess"], pixels)
     held = round(len(inputs) * training.get("validation_split", 0.0))
-    order = torch.randperm(len(inputs))
+    order = torch.randperm(len(inputs), device=device)
     train_x, train_y = inputs[order[held:]], labels[order[held:]]
 
-    model = network(config["model"], int(pixels.shape[1] ** 0.5))
+    model = network(config["model"], int(pixels.shape[1] ** 0.5)).to(device)
     opt = optimizer(config["optimizer"], model.parameters())
+    lr_at = schedule(config.get("schedule", {}), config["optimizer"]["lr"])
     loss = loss_fn(training.get("loss", "cross_entropy"))
-    batch = training["batch_size"]
+    batch = args.batch_size or training["batch_size"]
+    epochs = args.epochs or training["epochs"]
+    per_epoch = math.ceil(len(train_x) / batch)
+    step = 0
     model.train()
-    for epoch in range(1, (args.epochs or training["epochs"]) + 1):
+    for epoch in range(1, epochs + 1):
+        sync()
         start = time.perf_counter()
-        total_loss, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
-        for idx in torch.randperm(len(train_x)).split(batch):
+        total_loss = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for idx in torch.randperm(len(train_x), device=device).split(batch):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, per_epoch, per_epoch * epochs)
+            step += 1
             x, y = train_x[idx], train_y[idx]
             out = model(x)
             step_loss = loss(out, y)
@@ -144,10 +175,10 @@ def main():
             opt.step()
             total_loss += step_loss.detach() * len(idx)
             correct += (out.detach().argmax(1) == y).sum()
+        n, total_loss, correct = len(train_x), total_loss.item(), correct.item()
         seconds = time.perf_counter() - start
-        n = len(train_x)
-        print(f"epoch {epoch}: train loss {total_loss.item() / n:.4f}, "
-              f"accuracy {100 * correct.item() / n:.2f}%; {seconds:.1f}s, "
+        print(f"epoch {epoch}: train loss {total_loss / n:.4f}, "
+              f"accuracy {100 * correct / n:.2f}%; {seconds:.1f}s, "
               f"{n / seconds:.0f} samples/s", flush=True)
 
     test_x = preprocess(config["preprocess"], test_pixels)
@@ -155,11 +186,13 @@ def main():
     print(f"test: loss {test_loss:.4f}, accuracy {100 * accuracy:.2f}%")
     if args.infer:
         model.eval()
+        sync()
         start = time.perf_counter()
         with torch.no_grad():
             # As `mnist infer` does: preprocess the raw pixels, predict, in batches.
             x = preprocess(config["preprocess"], test_pixels)
-            torch.cat([model(x[i:i + EVAL_BATCH]).argmax(1) for i in range(0, len(x), EVAL_BATCH)])
+            torch.cat([model(x[i:i + EVAL_BATCH]).argmax(1)
+                       for i in range(0, len(x), EVAL_BATCH)]).cpu()
         seconds = time.perf_counter() - start
         print(f"inferred {len(x)} images in {seconds:.1f}s ({len(x) / seconds:.0f} images/s)")
 

@@ -62,6 +62,12 @@ impl MetricsSink for Console {
         }
     }
 
+    fn started(&mut self, seconds: f64) {
+        self.line(&format!(
+            "start-up: the first step finished {seconds:.2}s after the device was chosen"
+        ));
+    }
+
     fn epoch(&mut self, m: &EpochMetrics) {
         self.line(&m.line());
     }

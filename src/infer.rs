@@ -33,7 +33,7 @@ pub struct InferArgs {
 }
 
 pub fn run(args: &InferArgs) -> Result<()> {
-    let backend = backend::select(args.backend)?;
+    let backend = backend::select(args.backend, None)?;
     let model = LoadedModel::load(&args.model, &backend.device)?;
     let shape = model.card.input;
     let inputs = input_files::find(&args.input, &["csv", "png"])?;

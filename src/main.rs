@@ -7,6 +7,7 @@ mod console;
 mod dataset;
 mod evaluate;
 mod fetch;
+mod gpu_cache;
 mod idx;
 mod image;
 mod infer;
@@ -35,6 +36,10 @@ struct Cli {
     #[arg(long, global = true, env = "MNIST_THREADS", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// Where GPU kernels and autotune results are kept between runs [default:
+    /// $XDG_CACHE_HOME/mnist or ~/.cache/mnist].
+    #[arg(long, global = true, env = gpu_cache::DIR_ENV, value_name = "DIR")]
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +77,17 @@ fn in_thread_pool(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let (name, value) = backend::HEADLESS;
+    let variables = gpu_cache::init(cli.cache_dir.clone())
+        .into_iter()
+        .chain([(name, value.into())]);
+    for (name, value) in variables {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: no other thread exists yet to read the environment concurrently. The GPU
+            // drivers read these when they load, later.
+            unsafe { std::env::set_var(name, value) };
+        }
+    }
     if let Some(provenance) = pachyderm::Provenance::from_env() {
         eprintln!("{}", provenance.describe());
     }
@@ -84,6 +100,9 @@ fn main() -> ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Devices => backend::report(),
     });
+    if let Some(summary) = gpu_cache::summary() {
+        eprintln!("{summary}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -71,6 +71,9 @@ pub trait MetricsSink {
     /// A new step count is reached; `metrics` is `Some` every `log_every` steps, when the
     /// running figures are read from the device.
     fn step(&mut self, _step: usize, _metrics: Option<&StepMetrics>) {}
+    /// The first step of this process is done, `seconds` after the device was chosen: the
+    /// start-up (on a GPU, kernel compilation and autotuning unless they were cached).
+    fn started(&mut self, _seconds: f64) {}
     fn epoch(&mut self, _metrics: &EpochMetrics) {}
     fn finished(&mut self, _test_accuracy: f64, _test_loss: f64) {}
     /// Whether training should stop now (a W&B run stopped from its web page).
@@ -86,6 +89,10 @@ pub struct Sinks<'a>(pub Vec<&'a mut dyn MetricsSink>);
 impl MetricsSink for Sinks<'_> {
     fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
         self.0.iter_mut().for_each(|s| s.step(step, metrics));
+    }
+
+    fn started(&mut self, seconds: f64) {
+        self.0.iter_mut().for_each(|s| s.started(seconds));
     }
 
     fn epoch(&mut self, metrics: &EpochMetrics) {

@@ -77,7 +77,7 @@ pub struct ClassFigures {
 }
 
 pub fn run(args: &StatsArgs) -> Result<()> {
-    let backend = backend::select(args.backend)?;
+    let backend = backend::select(args.backend, None)?;
     let model = LoadedModel::load(&args.model, &backend.device)?;
     let evaluation = match &args.data {
         Some(dir) => {

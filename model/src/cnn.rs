@@ -48,6 +48,12 @@ impl CnnConfig {
         [input.height, input.width].map(|side| side.saturating_sub(shrink) / self.pool.max(1))
     }
 
+    /// Values per image that the first fully connected layer reads.
+    fn flat_features(&self, input: InputShape) -> usize {
+        let [height, width] = self.feature_shape(input);
+        self.channels.last().copied().unwrap_or(1) * height * width
+    }
+
     pub fn init(&self, input: InputShape, classes: usize, device: &Device) -> Cnn {
         let mut in_channels = 1;
         let convs = self
@@ -60,8 +66,7 @@ impl CnnConfig {
                 conv
             })
             .collect();
-        let [height, width] = self.feature_shape(input);
-        let mut features = in_channels * height * width;
+        let mut features = self.flat_features(input);
         let hidden = self
             .hidden
             .iter()
@@ -85,11 +90,28 @@ impl CnnConfig {
         }
     }
 
+    pub(crate) fn multiply_adds(&self, input: InputShape, classes: usize) -> u64 {
+        let taps = (self.kernel_size * self.kernel_size) as u64;
+        let [mut height, mut width] = [input.height, input.width];
+        let mut in_channels = 1;
+        let mut total = 0;
+        for &out in &self.channels {
+            height = height.saturating_sub(self.kernel_size - 1);
+            width = width.saturating_sub(self.kernel_size - 1);
+            total += (height * width * out) as u64 * in_channels * taps;
+            in_channels = out as u64;
+        }
+        total
+            + crate::dense_multiply_adds(
+                std::iter::once(self.flat_features(input))
+                    .chain(self.hidden.iter().copied())
+                    .chain(std::iter::once(classes)),
+            )
+    }
+
     pub(crate) fn describe(&self, input: InputShape, classes: usize) -> String {
         let channels: Vec<String> = self.channels.iter().map(|c| c.to_string()).collect();
-        let [height, width] = self.feature_shape(input);
-        let flat = self.channels.last().copied().unwrap_or(1) * height * width;
-        let dense: Vec<String> = std::iter::once(flat)
+        let dense: Vec<String> = std::iter::once(self.flat_features(input))
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(classes))
             .map(|w| w.to_string())

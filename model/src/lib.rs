@@ -26,6 +26,12 @@ pub struct InputShape {
     pub width: usize,
 }
 
+/// Multiply-adds of fully connected layers of the given widths, input first.
+fn dense_multiply_adds(widths: impl IntoIterator<Item = usize>) -> u64 {
+    let widths: Vec<u64> = widths.into_iter().map(|w| w as u64).collect();
+    widths.windows(2).map(|pair| pair[0] * pair[1]).sum()
+}
+
 impl InputShape {
     /// The 28x28 images of MNIST and Fashion-MNIST.
     pub const MNIST: Self = Self {
@@ -55,6 +61,15 @@ impl Architecture {
         }
     }
 
+    /// Multiply-adds of one image's forward pass: what a step's compute scales with (a training
+    /// step costs about three times this per image: forward, and two products backward).
+    pub fn multiply_adds(&self, input: InputShape, classes: usize) -> u64 {
+        match self {
+            Self::Mlp(config) => config.multiply_adds(input, classes),
+            Self::Cnn(config) => config.multiply_adds(input, classes),
+        }
+    }
+
     /// A short human-readable description, e.g. `mlp 784-256-10 relu`.
     pub fn describe(&self, input: InputShape, classes: usize) -> String {
         match self {
@@ -78,5 +93,39 @@ impl Network {
             Self::Mlp(mlp) => mlp.forward(images),
             Self::Cnn(cnn) => cnn.forward(images),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiply_adds_count_every_layer() {
+        // PyTorch's MNIST example: 26x26x32 outputs of 9 taps, 24x24x64 of 32x9, then
+        // 9216-128-10.
+        let cnn = Architecture::Cnn(CnnConfig {
+            channels: vec![32, 64],
+            kernel_size: 3,
+            pool: 2,
+            hidden: vec![128],
+            activation: ActivationKind::Relu,
+            conv_dropout: 0.25,
+            dropout: 0.5,
+        });
+        assert_eq!(
+            cnn.multiply_adds(InputShape::MNIST, 10),
+            26 * 26 * 32 * 9 + 24 * 24 * 64 * 32 * 9 + 9216 * 128 + 128 * 10
+        );
+        let mlp = Architecture::Mlp(MlpConfig {
+            hidden: vec![387],
+            activation: ActivationKind::Sigmoid,
+            output_activation: ActivationKind::Sigmoid,
+            dropout: 0.0,
+        });
+        assert_eq!(
+            mlp.multiply_adds(InputShape::MNIST, 10),
+            784 * 387 + 387 * 10
+        );
     }
 }

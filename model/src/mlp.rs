@@ -47,6 +47,14 @@ impl MlpConfig {
         }
     }
 
+    pub(crate) fn multiply_adds(&self, input: InputShape, classes: usize) -> u64 {
+        crate::dense_multiply_adds(
+            std::iter::once(input.pixels())
+                .chain(self.hidden.iter().copied())
+                .chain(std::iter::once(classes)),
+        )
+    }
+
     pub(crate) fn describe(&self, input: InputShape, classes: usize) -> String {
         let widths: Vec<String> = std::iter::once(input.pixels())
             .chain(self.hidden.iter().copied())

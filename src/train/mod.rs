@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use crate::backend::{self, BackendChoice, BackendInfo, Selected};
+use crate::backend::{self, BackendChoice, BackendInfo, Selected, Workload};
 use crate::config::TrainConfig;
 use crate::console::Console;
 use crate::dataset::{CLASSES, Labelled, Splits};
@@ -95,7 +95,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(dir) => Splits::load(dir)?,
         None => Splits::bundled_sample()?,
     };
-    let backend = backend::select(args.backend)?;
+    let workload = Workload {
+        multiply_adds: config
+            .model
+            .multiply_adds(splits.train.images.shape, CLASSES),
+        batch_size: config.training.batch_size,
+    };
+    let backend = backend::select(args.backend, Some(workload))?;
     let provenance = Provenance::from_env();
     let wandb_config = wandb_config(&config, &splits, &backend.info, provenance.as_ref())?;
     let mut wandb = wandb::start(
@@ -217,6 +223,7 @@ pub fn train(
         history: Vec::new(),
         seconds_before: 0.0,
         resumed_from_epoch: None,
+        starting: Some(backend.chosen),
     };
     if resume {
         run.resume(config, &checkpoints, input, &device)?;
@@ -300,6 +307,8 @@ struct Run {
     /// Training time spent before a resume.
     seconds_before: f64,
     resumed_from_epoch: Option<usize>,
+    /// When the device was chosen, until the first step has been reported.
+    starting: Option<Instant>,
 }
 
 impl Run {
@@ -372,6 +381,12 @@ impl Run {
             window.add(&loss, outputs.detach(), y, batch.len());
             let grads = GradientsParams::from_grads(loss.backward(), &self.network);
             self.network = self.optimizer.step(lr, self.network.clone(), grads);
+            if let Some(chosen) = self.starting.take() {
+                // Waits once for the device, so that the start-up (kernels compiled and tuned
+                // unless the GPU cache held them) is measured, not just queued.
+                window.sync()?;
+                sinks.started(chosen.elapsed().as_secs_f64());
+            }
 
             let metrics = if step.is_multiple_of(t.log_every) || i + 1 == steps_per_epoch {
                 let (loss, correct, samples, seconds) = window.read()?;
@@ -433,6 +448,12 @@ impl Window {
         self.loss = self.loss.clone() + loss.clone().detach() * len as f32;
         self.correct = self.correct.clone() + evaluate::correct(outputs, targets);
         self.samples += len;
+    }
+
+    /// Waits until the device has computed everything summed so far.
+    fn sync(&self) -> Result<()> {
+        self.loss.clone().try_into_scalar::<f32>()?;
+        Ok(())
     }
 
     /// Summed loss, correct count, samples and seconds since the last read; then starts anew.

@@ -13,6 +13,11 @@ pub fn mnist() -> Command {
     // on against their fake server.
     cmd.env("CI", "true")
         .env_remove("MNIST_BACKEND")
+        // GPU kernels are cached for the whole test run, never in the user's own cache.
+        .env(
+            "MNIST_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("gpu-cache"),
+        )
         .env("WANDB_MODE", "disabled");
     cmd
 }

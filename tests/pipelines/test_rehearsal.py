@@ -35,6 +35,25 @@ def datums(node, repos):
     raise AssertionError(f"rehearsal does not handle input {node}")
 
 
+def node_volumes(spec, work):
+    """The spec's hostPath volumes (from its podPatch) as directories of one rehearsal node, by
+    their mount path in the container."""
+    patch = json.loads(spec.get("podPatch", "[]"))
+    volumes = {op["value"]["name"]: op["value"] for op in patch if op["path"] == "/volumes/-"}
+    return {op["value"]["mountPath"]: work / "node" / volumes[op["value"]["name"]]["hostPath"][
+        "path"].lstrip("/") for op in patch if op["path"] == "/containers/0/volumeMounts/-"}
+
+
+def in_container(value, pfs, volumes):
+    """A path as the container sees it, mapped to where the rehearsal keeps it."""
+    if value.startswith("/pfs"):
+        return value.replace("/pfs", str(pfs), 1)
+    for mount, local in volumes.items():
+        if value == mount or value.startswith(mount + "/"):
+            return str(local) + value[len(mount):]
+    return value
+
+
 def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
     name = spec["pipeline"]["name"]
     output = work / "repos" / name
@@ -45,7 +64,9 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
         (pfs / "out").mkdir(parents=True)
         # The worker's environment: the runner's, less any W&B settings of its own.
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        env.update(spec["transform"].get("env", {}))
+        volumes = node_volumes(spec, work)
+        env.update({k: in_container(v, pfs, volumes)
+                    for k, v in spec["transform"].get("env", {}).items()})
         env.update(PPS_PIPELINE_NAME=name, PPS_PROJECT_NAME="default", PACH_JOB_ID=job,
                    PACH_DATUM_ID=f"{index:064x}", PACH_OUTPUT_COMMIT_ID=uuid.uuid4().hex,
                    PPS_SPEC_COMMIT=uuid.uuid4().hex)
@@ -72,8 +93,8 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
                 for key, value in SECRET.items():
                     (mount / key).write_text(value)
                 env["MNIST_WANDB_KEY_FILE"] = str(mount / "key")
-        cmd = [str(mnist_bin) if arg == "mnist" else arg.replace("/pfs", str(pfs), 1)
-               if arg.startswith("/pfs") else arg for arg in spec["transform"]["cmd"]]
+        cmd = [str(mnist_bin) if arg == "mnist" else in_container(arg, pfs, volumes)
+               for arg in spec["transform"]["cmd"]]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{name} datum {index}: {cmd}\n{result.stderr}"
         assert SECRET["key"] not in result.stderr + result.stdout

@@ -102,10 +102,38 @@ def test_training_asks_for_a_gpu_and_the_wandb_secret_both_ways():
         assert cmd[cmd.index("--output") + 1] == "/pfs/out"
 
 
-def test_cpu_stages_use_the_cpu_path():
-    for name in ("stats", "inference"):
-        cmd = load_spec(name)["transform"]["cmd"]
-        assert cmd[cmd.index("--backend") + 1] == "cpu"
+GPU_STAGES = ("model", "model-secret-file", "stats", "inference")
+
+
+@pytest.mark.parametrize("name", GPU_STAGES)
+def test_gpu_stages_ask_for_a_gpu_and_keep_its_cache_on_the_node(name):
+    spec = load_spec(name)
+    cmd = spec["transform"]["cmd"]
+    assert cmd[cmd.index("--backend") + 1] == "auto"
+    assert spec["resourceLimits"]["gpu"] == {"type": "nvidia.com/gpu", "number": 1}
+    env = spec["transform"]["env"]
+    assert "graphics" in env["NVIDIA_DRIVER_CAPABILITIES"]
+    # The cache directory is a node-local volume that outlives the pod: every job and datum on
+    # the node reuses the kernels and autotune results of the ones before.
+    patch = json.loads(spec["podPatch"])
+    assert all(op["op"] == "add" for op in patch)
+    volumes = {op["value"]["name"]: op["value"] for op in patch if op["path"] == "/volumes/-"}
+    mounts = [op["value"] for op in patch if op["path"] == "/containers/0/volumeMounts/-"]
+    assert [m["mountPath"] for m in mounts] == [env["MNIST_CACHE_DIR"]]
+    volume = volumes[mounts[0]["name"]]
+    assert volume["hostPath"] == {"path": "/var/cache/mnist", "type": "DirectoryOrCreate"}
+    # The kubelet creates the host directory as root; the image runs as uid 1000.
+    [owner] = [op["value"] for op in patch if op["path"] == "/initContainers/-"]
+    assert owner["command"] == ["chown", "1000:1000", env["MNIST_CACHE_DIR"]]
+    assert owner["image"] == "${MNIST_IMAGE}"
+    assert owner["volumeMounts"] == mounts
+    dockerfile = (PIPELINES.parent / "Dockerfile.gpu").read_text()
+    assert "--uid 1000" in dockerfile
+
+
+def test_every_gpu_stage_patches_the_pod_alike():
+    patches = {load_spec(name)["podPatch"] for name in GPU_STAGES}
+    assert len(patches) == 1
 
 
 def test_secret_template():
