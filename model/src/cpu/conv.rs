@@ -66,8 +66,11 @@ pub(super) fn forward_pooled(
     )
 }
 
-/// Images per task of the backward pass, whose weight gradients one thread sums.
-const IMAGES_PER_TASK: usize = 8;
+/// Images per task of the backward pass, whose weight gradients one task sums. Fixed, so that the
+/// sums do not depend on the thread count; small, so that a batch keeps many cores busy: a
+/// batch of 64 makes 32 tasks (with 8 images a task it made 8, and 16 cores idled half the
+/// time in the largest part of a CNN's step).
+const IMAGES_PER_TASK: usize = 2;
 
 /// The gradient of one image's output.
 enum OutputGrad<'a> {
@@ -126,24 +129,28 @@ fn backward_images<'a>(
     };
     // Fixed groups of images, summed in order: the same gradients whatever the thread count
     // and however the work is split between threads.
-    let partials: Vec<Partial> = dx_images
+    let partials: Vec<Sums> = dx_images
         .into_par_iter()
         .zip(x.par_chunks(g.image_len()))
         .zip(grads)
         .chunks(IMAGES_PER_TASK)
-        .map(|images| {
-            let mut partial = Partial::new(&g);
-            for ((dx, x), dy) in images {
-                partial.add_image(&g, w, x, dy, dx);
-            }
-            partial
-        })
+        .map_init(
+            || Scratch::new(&g),
+            |scratch, images| {
+                let mut sums = Sums::new(&g);
+                for ((dx, x), dy) in images {
+                    scratch.add_image(&g, w, x, dy, dx, &mut sums);
+                }
+                sums
+            },
+        )
         .collect();
-    let (mut dweight, mut dbias) = (vec![0.0; g.filters * g.patch()], vec![0.0; g.filters]);
+    let mut total = Sums::new(&g);
     for partial in &partials {
-        add(&mut dweight, &partial.dweight);
-        add(&mut dbias, &partial.dbias);
+        add(&mut total.dweight, &partial.dweight);
+        add(&mut total.dbias, &partial.dbias);
     }
+    let Sums { dweight, dbias } = total;
     let [kh, kw] = g.kernel;
     Grads {
         x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx, [n, c, h, wd]))),
@@ -152,28 +159,40 @@ fn backward_images<'a>(
     }
 }
 
-/// One thread's share of the backward pass: its scratch buffers and its sums over images.
-struct Partial {
-    cols: Vec<f32>,
-    dcols: Vec<f32>,
-    /// The convolution's output gradient, when it comes from a max-pool's.
-    dy: Vec<f32>,
+/// A task's sums over its images.
+struct Sums {
     dweight: Vec<f32>,
     dbias: Vec<f32>,
 }
 
-impl Partial {
+impl Sums {
+    fn new(g: &Geometry) -> Self {
+        Self {
+            dweight: vec![0.0; g.filters * g.patch()],
+            dbias: vec![0.0; g.filters],
+        }
+    }
+}
+
+/// A thread's scratch buffers for the backward pass, reused from task to task.
+struct Scratch {
+    cols: Vec<f32>,
+    dcols: Vec<f32>,
+    /// The convolution's output gradient, when it comes from a max-pool's.
+    dy: Vec<f32>,
+}
+
+impl Scratch {
     fn new(g: &Geometry) -> Self {
         Self {
             cols: vec![0.0; g.cols_len()],
             dcols: vec![0.0; g.cols_len()],
             dy: Vec::new(),
-            dweight: vec![0.0; g.filters * g.patch()],
-            dbias: vec![0.0; g.filters],
         }
     }
 
-    /// Adds one image's weight and bias gradients, and writes its input gradient to `dx`.
+    /// Adds one image's weight and bias gradients to `sums`, and writes its input gradient to
+    /// `dx`.
     fn add_image(
         &mut self,
         g: &Geometry,
@@ -181,6 +200,7 @@ impl Partial {
         x: &[f32],
         dy: OutputGrad,
         dx: Option<&mut [f32]>,
+        sums: &mut Sums,
     ) {
         let dy = match dy {
             OutputGrad::Dense(dy) => dy,
@@ -194,12 +214,12 @@ impl Partial {
         g.unfold(x, &mut self.cols);
         let dy_m = Matrix::new(dy, g.filters, p);
         matmul(
-            &mut self.dweight,
+            &mut sums.dweight,
             dy_m,
             Matrix::new(&self.cols, k, p).t(),
             true,
         );
-        for (sum, row) in self.dbias.iter_mut().zip(dy.chunks(p)) {
+        for (sum, row) in sums.dbias.iter_mut().zip(dy.chunks(p)) {
             *sum += row.iter().sum::<f32>();
         }
         if let Some(dx) = dx {
