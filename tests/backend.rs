@@ -1,6 +1,7 @@
-//! Backend selection and the wgpu path, exercised on Mesa's software Vulkan (lavapipe): CI has
-//! no GPU, so `auto` must choose the CPU, and `--backend wgpu` must still train and agree with
-//! the CPU.
+//! Backend selection and the wgpu path, exercised on Mesa's software Vulkan (lavapipe), the only
+//! driver these tests let the Vulkan loader see (CI has no GPU; a machine with one gives the
+//! same results): `auto` must choose the CPU, and `--backend wgpu` must still train and agree
+//! with the CPU.
 
 mod common;
 
@@ -22,7 +23,7 @@ fn card(dir: &std::path::Path) -> serde_json::Value {
 fn auto_chooses_the_cpu_over_a_software_adapter_and_says_why() {
     let out = tempfile::tempdir().unwrap();
     let output = succeeds(
-        mnist()
+        software_vulkan(&mut mnist())
             .args(["train", "--epochs", "1", "--config"])
             .arg(config("smoke.toml"))
             .arg("--output")
@@ -86,7 +87,7 @@ fn wgpu_trains_on_lavapipe_and_the_cpu_infers_the_same() {
     let work = tempfile::tempdir().unwrap();
     let model = work.path().join("model");
     let output = succeeds(
-        mnist()
+        software_vulkan(&mut mnist())
             .args(["train", "--backend", "wgpu", "--config"])
             .arg(config("smoke.toml"))
             .arg("--output")
@@ -106,7 +107,15 @@ fn wgpu_trains_on_lavapipe_and_the_cpu_infers_the_same() {
     let (digits, _) = sample_attributes(work.path(), "test.csv", 1000);
     let predictions = |backend: &str| {
         let out = work.path().join(backend);
-        infer(&model, &digits, &out, backend);
+        succeeds(
+            software_vulkan(&mut mnist())
+                .args(["infer", "--backend", backend, "--model"])
+                .arg(&model)
+                .arg("--input")
+                .arg(&digits)
+                .arg("--output")
+                .arg(&out),
+        );
         fs::read_to_string(out.join("test.csv")).unwrap()
     };
     let (cpu, wgpu) = (predictions("cpu"), predictions("wgpu"));
@@ -176,7 +185,7 @@ fn forward_passes_agree_between_wgpu_and_cpu() {
 
 #[test]
 fn devices_lists_the_adapters_and_the_choice() {
-    let output = succeeds(mnist().arg("devices"));
+    let output = succeeds(software_vulkan(&mut mnist()).arg("devices"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("wgpu adapter: llvmpipe"), "{stdout}");
     assert!(stdout.contains("cpu adapter, vulkan"), "{stdout}");

@@ -22,6 +22,23 @@ pub fn mnist() -> Command {
     cmd
 }
 
+/// Makes the Vulkan loader see Mesa's software driver (lavapipe) only, so that a test of the
+/// software path means the same on a machine with a GPU.
+pub fn software_vulkan(cmd: &mut Command) -> &mut Command {
+    let icd = std::fs::read_dir("/usr/share/vulkan/icd.d")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("lvp_icd."))
+        })
+        .expect("Mesa's software Vulkan driver (apt-get install mesa-vulkan-drivers)");
+    // The loader's current name for the variable, and the older one.
+    cmd.env("VK_DRIVER_FILES", &icd)
+        .env("VK_ICD_FILENAMES", &icd)
+}
+
 pub fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist-sample")
 }
