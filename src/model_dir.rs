@@ -100,6 +100,14 @@ impl LoadedModel {
         })?;
         let card: ModelCard = serde_json::from_str(&text)
             .map_err(|err| anyhow::anyhow!("{}: invalid model card: {err}", card_path.display()))?;
+        card.config.model.check(card.input).map_err(|err| {
+            anyhow::anyhow!(
+                "{}: invalid model card: config.{err} (input {}x{})",
+                card_path.display(),
+                card.input.height,
+                card.input.width
+            )
+        })?;
         let weights_path = dir.join(WEIGHTS);
         let bytes = std::fs::read(&weights_path)
             .with_context(|| format!("{}: cannot read the weights", weights_path.display()))?;

@@ -127,6 +127,12 @@ fn parse(
         });
     };
     let pixel_count = fields - usize::from(labelled);
+    if pixel_count == 0 {
+        return Err(row_error(
+            1,
+            "expected a label and the pixels of an image, found only a label".into(),
+        ));
+    }
     let side = (pixel_count as f64).sqrt().round() as usize;
     if pixels.is_none() && side * side != pixel_count {
         return Err(row_error(

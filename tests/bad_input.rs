@@ -172,6 +172,20 @@ fn csv_with_wrong_column_count() {
 }
 
 #[test]
+fn csv_rows_of_labels_only() {
+    let data = csv_data("1\n2\n");
+    let (err, outputs) = train_fails(data.path());
+    assert!(
+        err.contains(
+            "train.csv:1: expected a label and the pixels of an image, found only a label"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(outputs.is_empty());
+}
+
+#[test]
 fn csv_with_a_non_integer() {
     let data = csv_data(&(row("1", 784, None).repeat(2) + &row("2", 784, Some((17, "12.5")))));
     let (err, _) = train_fails(data.path());
@@ -258,6 +272,29 @@ fn invalid_config_values_name_the_key() {
 }
 
 #[test]
+fn layers_that_do_not_fit_the_images_name_the_key_and_the_sizes() {
+    let config = smoke_with("kernel_size = 3", "kernel_size = 29");
+    let (err, outputs) = train_with_config(config.path());
+    assert!(
+        err.contains("the model does not fit the 28x28 images")
+            && err.contains(
+                "model.kernel_size: the 29x29 kernel of convolution 1 is larger than its 28x28 input"
+            ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(outputs.is_empty());
+
+    let config = smoke_with("pool = 2", "pool = 27");
+    let (err, outputs) = train_with_config(config.path());
+    assert!(
+        err.contains("model.pool: the 27x27 pool is larger than the 26x26 feature maps it pools"),
+        "{err}"
+    );
+    assert!(outputs.is_empty());
+}
+
+#[test]
 fn missing_and_corrupt_model_directories() {
     let out = tempfile::tempdir().unwrap();
     let input = sample_dir();
@@ -283,6 +320,15 @@ fn missing_and_corrupt_model_directories() {
     let err = infer(model.path());
     assert!(
         err.contains("model.json: invalid model card: EOF while parsing"),
+        "{err}"
+    );
+
+    // A card whose network does not fit its own input.
+    assert!(text.contains("\"pool\": 2"));
+    fs::write(&card, text.replace("\"pool\": 2", "\"pool\": 40")).unwrap();
+    let err = infer(model.path());
+    assert!(
+        err.contains("model.json: invalid model card: config.model.pool: the 40x40 pool"),
         "{err}"
     );
 

@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{ActivationKind, InputShape, layers};
+use crate::{ActivationKind, InputShape, ShapeError, layers};
 
 /// A convolutional network shaped like PyTorch's MNIST example: unpadded convolutions, each
 /// followed by `activation`; one max-pool; dropout; fully connected `hidden` layers with
@@ -46,6 +46,35 @@ impl CnnConfig {
     fn feature_shape(&self, input: InputShape) -> [usize; 2] {
         let shrink = self.channels.len() * (self.kernel_size - 1);
         [input.height, input.width].map(|side| side.saturating_sub(shrink) / self.pool.max(1))
+    }
+
+    pub(crate) fn check(&self, input: InputShape) -> Result<(), ShapeError> {
+        let [mut height, mut width] = [input.height, input.width];
+        let k = self.kernel_size;
+        for i in 0..self.channels.len() {
+            if k > height || k > width {
+                return Err(ShapeError {
+                    key: "model.kernel_size",
+                    problem: format!(
+                        "the {k}x{k} kernel of convolution {} is larger than its {height}x{width} \
+                         input",
+                        i + 1
+                    ),
+                });
+            }
+            (height, width) = (height + 1 - k, width + 1 - k);
+        }
+        let pool = self.pool.max(1);
+        if pool > height || pool > width {
+            return Err(ShapeError {
+                key: "model.pool",
+                problem: format!(
+                    "the {pool}x{pool} pool is larger than the {height}x{width} feature maps it \
+                     pools"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Values per image that the first fully connected layer reads.

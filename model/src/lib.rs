@@ -19,6 +19,16 @@ pub use cnn::{Cnn, CnnConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use weights::{WeightsError, load_weights, save_weights};
 
+/// A layer that does not fit what feeds it, for images of a given shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ShapeError {
+    /// The config key to change, e.g. `model.kernel_size`.
+    pub key: &'static str,
+    /// What does not fit, with the sizes.
+    pub problem: String,
+}
+
 /// Height and width of the (single-channel) images a network reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputShape {
@@ -58,6 +68,14 @@ impl Architecture {
         match self {
             Self::Mlp(config) => Network::Mlp(config.init(input, classes, device)),
             Self::Cnn(config) => Network::Cnn(config.init(input, classes, device)),
+        }
+    }
+
+    /// Whether every layer fits what feeds it when the images are `input`'s shape.
+    pub fn check(&self, input: InputShape) -> Result<(), ShapeError> {
+        match self {
+            Self::Mlp(_) => Ok(()),
+            Self::Cnn(config) => config.check(input),
         }
     }
 
@@ -127,5 +145,42 @@ mod tests {
             mlp.multiply_adds(InputShape::MNIST, 10),
             784 * 387 + 387 * 10
         );
+    }
+
+    fn cnn(channels: Vec<usize>, kernel_size: usize, pool: usize) -> Architecture {
+        Architecture::Cnn(CnnConfig {
+            channels,
+            kernel_size,
+            pool,
+            hidden: vec![32],
+            activation: ActivationKind::Relu,
+            conv_dropout: 0.0,
+            dropout: 0.0,
+        })
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_name_the_key_and_the_sizes() {
+        let input = InputShape {
+            height: 28,
+            width: 20,
+        };
+        assert_eq!(cnn(vec![8, 16], 3, 2).check(input), Ok(()));
+        // Two 10x10 kernels fit: 28x20 -> 19x11 -> 10x2; of two 11x11 the second does not:
+        // 28x20 -> 18x10.
+        assert_eq!(cnn(vec![8, 16], 10, 1).check(input), Ok(()));
+        let err = cnn(vec![8, 16], 11, 1).check(input).unwrap_err();
+        assert_eq!(err.key, "model.kernel_size");
+        assert_eq!(
+            err.to_string(),
+            "model.kernel_size: the 11x11 kernel of convolution 2 is larger than its 18x10 input"
+        );
+        // 28x20 -> 26x18, then a 19x19 pool.
+        let err = cnn(vec![8], 3, 19).check(input).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model.pool: the 19x19 pool is larger than the 26x18 feature maps it pools"
+        );
+        assert_eq!(cnn(vec![8], 3, 18).check(input), Ok(()));
     }
 }

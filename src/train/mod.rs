@@ -95,10 +95,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(dir) => Splits::load(dir)?,
         None => Splits::bundled_sample()?,
     };
+    let input = splits.train.images.shape;
+    config.model.check(input).with_context(|| {
+        format!(
+            "{}: the model does not fit the {}x{} images of {}",
+            config_path.display(),
+            input.height,
+            input.width,
+            splits.source
+        )
+    })?;
     let workload = Workload {
-        multiply_adds: config
-            .model
-            .multiply_adds(splits.train.images.shape, CLASSES),
+        multiply_adds: config.model.multiply_adds(input, CLASSES),
         batch_size: config.training.batch_size,
     };
     let backend = backend::select(args.backend, Some(workload))?;
