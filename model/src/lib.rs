@@ -122,17 +122,8 @@ mod tests {
     fn multiply_adds_count_every_layer() {
         // PyTorch's MNIST example: 26x26x32 outputs of 9 taps, 24x24x64 of 32x9, then
         // 9216-128-10.
-        let cnn = Architecture::Cnn(CnnConfig {
-            channels: vec![32, 64],
-            kernel_size: 3,
-            pool: 2,
-            hidden: vec![128],
-            activation: ActivationKind::Relu,
-            conv_dropout: 0.25,
-            dropout: 0.5,
-        });
         assert_eq!(
-            cnn.multiply_adds(InputShape::MNIST, 10),
+            cnn(vec![32, 64], 3, 2, vec![128]).multiply_adds(InputShape::MNIST, 10),
             26 * 26 * 32 * 9 + 24 * 24 * 64 * 32 * 9 + 9216 * 128 + 128 * 10
         );
         let mlp = Architecture::Mlp(MlpConfig {
@@ -147,12 +138,17 @@ mod tests {
         );
     }
 
-    fn cnn(channels: Vec<usize>, kernel_size: usize, pool: usize) -> Architecture {
+    fn cnn(
+        channels: Vec<usize>,
+        kernel_size: usize,
+        pool: usize,
+        hidden: Vec<usize>,
+    ) -> Architecture {
         Architecture::Cnn(CnnConfig {
             channels,
             kernel_size,
             pool,
-            hidden: vec![32],
+            hidden,
             activation: ActivationKind::Relu,
             conv_dropout: 0.0,
             dropout: 0.0,
@@ -165,22 +161,22 @@ mod tests {
             height: 28,
             width: 20,
         };
-        assert_eq!(cnn(vec![8, 16], 3, 2).check(input), Ok(()));
+        assert_eq!(cnn(vec![8, 16], 3, 2, vec![32]).check(input), Ok(()));
         // Two 10x10 kernels fit: 28x20 -> 19x11 -> 10x2; of two 11x11 the second does not:
         // 28x20 -> 18x10.
-        assert_eq!(cnn(vec![8, 16], 10, 1).check(input), Ok(()));
-        let err = cnn(vec![8, 16], 11, 1).check(input).unwrap_err();
+        assert_eq!(cnn(vec![8, 16], 10, 1, vec![32]).check(input), Ok(()));
+        let err = cnn(vec![8, 16], 11, 1, vec![32]).check(input).unwrap_err();
         assert_eq!(err.key, "model.kernel_size");
         assert_eq!(
             err.to_string(),
             "model.kernel_size: the 11x11 kernel of convolution 2 is larger than its 18x10 input"
         );
         // 28x20 -> 26x18, then a 19x19 pool.
-        let err = cnn(vec![8], 3, 19).check(input).unwrap_err();
+        let err = cnn(vec![8], 3, 19, vec![32]).check(input).unwrap_err();
         assert_eq!(
             err.to_string(),
             "model.pool: the 19x19 pool is larger than the 26x18 feature maps it pools"
         );
-        assert_eq!(cnn(vec![8], 3, 18).check(input), Ok(()));
+        assert_eq!(cnn(vec![8], 3, 18, vec![32]).check(input), Ok(()));
     }
 }
