@@ -295,6 +295,19 @@ fn layers_that_do_not_fit_the_images_name_the_key_and_the_sizes() {
 }
 
 #[test]
+fn a_diverging_loss_ends_training_with_the_step_and_no_model() {
+    let config = smoke_with("lr = 3e-3", "lr = 1e12");
+    let (err, outputs) = train_with_config(config.path());
+    assert!(
+        err.contains("training diverged: the loss became")
+            && err.contains("by epoch 1, step 20 (it is read every 20 steps)")
+            && err.contains("the learning rate (1e12) is likely too high"),
+        "{err}"
+    );
+    assert!(!outputs.contains(&"model.json".to_string()), "{outputs:?}");
+}
+
+#[test]
 fn missing_and_corrupt_model_directories() {
     let out = tempfile::tempdir().unwrap();
     let input = sample_dir();

@@ -34,6 +34,20 @@ pub struct Stopped {
     step: usize,
 }
 
+/// Training ended because the loss stopped being a number.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "training diverged: the loss became {loss} by epoch {epoch}, step {step} (it is read every \
+     {every} steps); the learning rate ({lr:e}) is likely too high for this model and data"
+)]
+pub struct Diverged {
+    loss: f64,
+    epoch: usize,
+    step: usize,
+    every: usize,
+    lr: f64,
+}
+
 /// The exit code of a training stopped from W&B.
 pub const STOPPED_EXIT_CODE: u8 = 3;
 
@@ -398,6 +412,16 @@ impl Run {
 
             let metrics = if step.is_multiple_of(t.log_every) || i + 1 == steps_per_epoch {
                 let (loss, correct, samples, seconds) = window.read()?;
+                if !loss.is_finite() {
+                    return Err(Diverged {
+                        loss: loss / samples as f64,
+                        epoch,
+                        step,
+                        every: t.log_every,
+                        lr,
+                    }
+                    .into());
+                }
                 totals.0 += loss;
                 totals.1 += correct;
                 totals.2 += samples;
