@@ -74,9 +74,13 @@ pub struct TrainArgs {
     /// Override training.seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Continue from the latest checkpoint in the output directory.
+    /// Continue from the latest checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Where each epoch's checkpoint (weights, optimizer state, curves) goes [default:
+    /// OUTPUT/checkpoints]. In Pachyderm, scratch space: the model repo holds models only.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
@@ -86,7 +90,27 @@ pub struct TrainArgs {
     pub wandb_key_file: Option<PathBuf>,
 }
 
+/// Where a run writes.
+pub struct Destination<'a> {
+    /// The model directory.
+    pub model: &'a Path,
+    pub checkpoints: PathBuf,
+    /// Continue from the latest checkpoint.
+    pub resume: bool,
+}
+
 impl TrainArgs {
+    fn destination(&self) -> Destination<'_> {
+        Destination {
+            model: &self.output,
+            checkpoints: self
+                .checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| model_dir::checkpoints_dir(&self.output)),
+            resume: self.resume,
+        }
+    }
+
     /// The config with the command line's overrides, and the file it came from.
     fn config(&self) -> Result<(TrainConfig, PathBuf)> {
         let path = crate::config::resolve(&self.config)?;
@@ -134,6 +158,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &args.output,
     )?;
 
+    let destination = args.destination();
     let mut summary = wandb::Summary::default();
     let result = match wandb.as_mut() {
         Some(run) => {
@@ -141,21 +166,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 run,
                 summary: &mut summary,
             };
-            train(
-                &config,
-                &splits,
-                &backend,
-                &args.output,
-                args.resume,
-                &mut sink,
-            )
+            train(&config, &splits, &backend, &destination, &mut sink)
         }
         None => train(
             &config,
             &splits,
             &backend,
-            &args.output,
-            args.resume,
+            &destination,
             &mut Sinks::default(),
         ),
     };
@@ -222,13 +239,12 @@ fn wandb_config(
     Ok(map)
 }
 
-/// Trains `config` on `splits` and writes the model directory `out`.
+/// Trains `config` on `splits` and writes the model directory, checkpoints on the way.
 pub fn train(
     config: &TrainConfig,
     splits: &Splits,
     backend: &Selected,
-    out: &Path,
-    resume: bool,
+    destination: &Destination,
     reporter: &mut dyn MetricsSink,
 ) -> Result<ModelCard> {
     let t = &config.training;
@@ -238,7 +254,7 @@ pub fn train(
 
     let device = backend.device.clone().autodiff();
     device.seed(t.seed);
-    let checkpoints = model_dir::checkpoints_dir(out);
+    let checkpoints = &destination.checkpoints;
     let mut run = Run {
         network: config.model.init(input, CLASSES, &device),
         optimizer: optimizer::build(&config.optimizer),
@@ -247,8 +263,8 @@ pub fn train(
         resumed_from_epoch: None,
         starting: Some(backend.chosen),
     };
-    if resume {
-        run.resume(config, &checkpoints, input, &device)?;
+    if destination.resume {
+        run.resume(config, checkpoints, input, &device)?;
     }
     eprintln!(
         "training {} ({} parameters) on {} images from {} ({} held out for validation, {} test), seed {}",
@@ -297,7 +313,7 @@ pub fn train(
             history: run.history.clone(),
             seconds: run.seconds_before + started.elapsed().as_secs_f64(),
         };
-        checkpoint::save(&checkpoints, &state, &run.network, &run.optimizer)?;
+        checkpoint::save(checkpoints, &state, &run.network, &run.optimizer)?;
     }
 
     let network = run.network.valid();
@@ -317,7 +333,7 @@ pub fn train(
         seconds,
         run.resumed_from_epoch,
     );
-    write_model_dir(out, &network, &card, &run.history, &test)?;
+    write_model_dir(destination.model, &network, &card, &run.history, &test)?;
     Ok(card)
 }
 

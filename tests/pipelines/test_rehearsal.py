@@ -45,9 +45,11 @@ def node_volumes(spec, work):
 
 
 def in_container(value, pfs, volumes):
-    """A path as the container sees it, mapped to where the rehearsal keeps it."""
-    if value.startswith("/pfs"):
-        return value.replace("/pfs", str(pfs), 1)
+    """A path as the container sees it, mapped to where the rehearsal keeps it: /pfs, the
+    pod's scratch space /tmp (an emptyDir) beside it, and the node's volumes."""
+    for root in ("/pfs", "/tmp"):
+        if value == root or value.startswith(root + "/"):
+            return str(pfs.parent / root.lstrip("/")) + value[len(root):]
     for mount, local in volumes.items():
         if value == mount or value.startswith(mount + "/"):
             return str(local) + value[len(mount):]
@@ -114,8 +116,7 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
 
 
 def tree(root):
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                  and "checkpoints" not in p.parts)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 @pytest.mark.parametrize("model_spec", ["model", "model-secret-file"])
@@ -146,6 +147,9 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
 
     assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
     assert tree(outputs["model"]) == ["metrics.json", "model.bpk", "model.json"]
+    # The checkpoints stayed in the worker's scratch space.
+    scratch = tmp_path / "workers" / "model" / "0" / "tmp" / "checkpoints"
+    assert sorted(os.listdir(scratch)) == ["epoch-0001", "epoch-0002"]
     card = json.loads((outputs["model"] / "model.json").read_text())
     provenance = card["provenance"]
     assert provenance["pipeline"] == "model"

@@ -100,6 +100,9 @@ def test_training_asks_for_a_gpu_and_the_wandb_secret_both_ways():
         cmd = spec["transform"]["cmd"]
         assert cmd[cmd.index("--backend") + 1] == "auto"
         assert cmd[cmd.index("--output") + 1] == "/pfs/out"
+        # Checkpoints (with optimizer state) go to the pod's scratch space, an emptyDir at
+        # /tmp: the model repo that stats and inference download holds the model only.
+        assert cmd[cmd.index("--checkpoint-dir") + 1].startswith("/tmp/")
 
 
 GPU_STAGES = ("model", "model-secret-file", "stats", "inference")
