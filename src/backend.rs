@@ -12,7 +12,7 @@ use burn::tensor::wgpu::{WgpuBackend, wgpu};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
-use crate::gpu_cache;
+use crate::{gpu_cache, output};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
@@ -130,19 +130,20 @@ pub fn select(choice: BackendChoice, workload: Option<Workload>) -> Result<Selec
 /// `mnist devices`: every wgpu adapter, then the choice `--backend auto` makes.
 pub fn report() -> Result<()> {
     let adapters = probe();
+    let mut report = String::new();
     if adapters.is_empty() {
-        println!("no wgpu adapters");
+        report.push_str("no wgpu adapters\n");
     }
     for candidate in &adapters {
-        println!("wgpu adapter: {}", describe(&candidate.info));
+        report += &format!("wgpu adapter: {}\n", describe(&candidate.info));
     }
     let selected = auto(&adapters, None);
     log(&selected.info);
-    println!(
-        "--backend auto uses: {} on {}",
+    report += &format!(
+        "--backend auto uses: {} on {}\n",
         selected.info.name, selected.info.device
     );
-    Ok(())
+    output::print(&report)
 }
 
 fn log(info: &BackendInfo) {

@@ -2,7 +2,7 @@
 //! `0x00000801` for labels), the dimensions, then one unsigned byte per pixel or label. Files may
 //! be gzipped; that is told by their first bytes, never their name.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use flate2::bufread::MultiGzDecoder;
 use model::InputShape;
 
 use crate::dataset::CLASSES;
+use crate::walk;
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -316,37 +317,28 @@ impl IdxSet {
     /// (`train-images-idx3-ubyte`, `t10k-labels.idx1-ubyte.gz`, ...).
     pub fn find(dir: &Path) -> Result<Self, IdxError> {
         let mut found: [Option<PathBuf>; 4] = Default::default();
-        let mut pending = vec![dir.to_owned()];
-        while let Some(current) = pending.pop() {
-            let io_err = |source| IdxError::Io {
-                path: current.clone(),
-                source,
+        let files = walk::files_under(dir).map_err(|err| IdxError::Io {
+            path: err.path,
+            source: err.source,
+        })?;
+        for path in files {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_lowercase();
+            let Some(slot) = NAMES.iter().position(|prefix| is_idx_name(&name, prefix)) else {
+                continue;
             };
-            let mut entries: Vec<_> = fs::read_dir(&current)
-                .map_err(io_err)?
-                .collect::<Result<_, _>>()
-                .map_err(io_err)?;
-            entries.sort_by_key(|entry| entry.file_name());
-            for entry in entries {
-                let path = entry.path();
-                if path.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                let name = entry.file_name().to_string_lossy().to_lowercase();
-                let Some(slot) = NAMES.iter().position(|prefix| is_idx_name(&name, prefix)) else {
-                    continue;
-                };
-                if let Some(first) = &found[slot] {
-                    return Err(IdxError::Ambiguous {
-                        dir: dir.to_owned(),
-                        name: NAMES[slot],
-                        first: first.clone(),
-                        second: path,
-                    });
-                }
-                found[slot] = Some(path);
+            if let Some(first) = &found[slot] {
+                return Err(IdxError::Ambiguous {
+                    dir: dir.to_owned(),
+                    name: NAMES[slot],
+                    first: first.clone(),
+                    second: path,
+                });
             }
+            found[slot] = Some(path);
         }
         let take = |slot: usize| {
             found[slot].clone().ok_or_else(|| IdxError::Missing {

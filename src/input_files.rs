@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+
+use crate::walk;
 
 /// Whether `path` ends in `.extension`, in any case.
 pub fn has_extension(path: &Path, extension: &str) -> bool {
@@ -19,23 +21,10 @@ pub fn find(input: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     if !input.is_dir() {
         bail!("{}: no such file or directory", input.display());
     }
-    let mut files = Vec::new();
-    let mut pending = vec![input.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .with_context(|| format!("{}: cannot list the directory", dir.display()))?;
-        for entry in entries {
-            let path = entry
-                .with_context(|| format!("{}: cannot list the directory", dir.display()))?
-                .path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if extensions.iter().any(|ext| has_extension(&path, ext)) {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    let files: Vec<PathBuf> = walk::files_under(input)?
+        .into_iter()
+        .filter(|path| extensions.iter().any(|ext| has_extension(path, ext)))
+        .collect();
     if files.is_empty() {
         let wanted: Vec<String> = extensions.iter().map(|e| format!(".{e}")).collect();
         bail!("{}: no {} files", input.display(), wanted.join(" or "));

@@ -21,6 +21,7 @@ mod pixels_csv;
 mod png_digit;
 mod stats;
 mod train;
+mod walk;
 mod wandb;
 
 use std::process::ExitCode;

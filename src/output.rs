@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tempfile::NamedTempFile;
 
+/// Prints `text` to standard output. A reader that has gone away (`mnist stats | head`) ends
+/// the output quietly: it has read what it wanted.
+pub fn print(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing to standard output"),
+    }
+}
+
 /// A file being written; it appears under its final name only on [`AtomicFile::commit`].
 pub struct AtomicFile {
     path: PathBuf,

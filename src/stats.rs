@@ -100,8 +100,7 @@ pub fn run(args: &StatsArgs) -> Result<()> {
         evaluation,
     };
     output::write_json(&args.output.join("stats.json"), &stats)?;
-    print!("{}", table(&stats));
-    Ok(())
+    output::print(&table(&stats))
 }
 
 fn layer_stats(network: &impl Module) -> Result<Vec<LayerStats>> {

@@ -228,3 +228,27 @@ fn infer_reads_pngs_of_any_size_colour_and_polarity() {
         "{correct}/{count} PNG digits classified correctly"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let work = tempfile::tempdir().unwrap();
+    let model = work.path().join("model");
+    train_smoke(&model);
+    // A pipe whose reading end is already closed, as `mnist stats ... | head -0` leaves it.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = mnist()
+        .args(["stats", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(sample_dir())
+        .arg("--output")
+        .arg(work.path().join("stats"))
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(!log.contains("panicked") && !log.contains("error"), "{log}");
+    assert!(work.path().join("stats/stats.json").is_file());
+}
