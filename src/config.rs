@@ -199,6 +199,11 @@ impl Schedule {
     }
 }
 
+/// Bounds on what a config may ask for: far beyond any real run, and small enough that step
+/// counts and batch buffers cannot overflow.
+const MAX_EPOCHS: usize = 1_000_000;
+const MAX_BATCH_SIZE: usize = 1 << 20;
+
 impl TrainConfig {
     /// Loads `path`, or the one `.toml` file in it if it is a directory (a Pachyderm input
     /// repo holding the config).
@@ -218,11 +223,14 @@ impl TrainConfig {
     /// Checks the values that parse but cannot train; each error names its key.
     pub fn validate(&self) -> Result<()> {
         let t = &self.training;
-        if t.epochs == 0 {
-            bail!("training.epochs: must be at least 1");
+        if !(1..=MAX_EPOCHS).contains(&t.epochs) {
+            bail!("training.epochs: {} is not in 1..={MAX_EPOCHS}", t.epochs);
         }
-        if t.batch_size == 0 {
-            bail!("training.batch_size: must be at least 1");
+        if !(1..=MAX_BATCH_SIZE).contains(&t.batch_size) {
+            bail!(
+                "training.batch_size: {} is not in 1..={MAX_BATCH_SIZE}",
+                t.batch_size
+            );
         }
         if t.log_every == 0 {
             bail!("training.log_every: must be at least 1");

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use gif::{Encoder, Frame, Repeat};
 
 use crate::dataset::Labelled;
@@ -122,11 +122,17 @@ fn render(data: &Labelled, args: &ImageArgs, path: &Path) -> Result<()> {
     }
     palette.extend([0x39, 0xff, 0x14, 0x20, 0x20, 0x60]);
 
+    let cols = (count as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = count.div_ceil(cols).max(1);
+    let gap = scale;
+    let (frame_count, width, height) = if args.grid {
+        (1, cols * (cell_w + gap) + gap, rows * (cell_h + gap) + gap)
+    } else {
+        (count, cell_w, cell_h)
+    };
+    check_size(path, frame_count, width, height)?;
     let frames: Vec<Canvas> = if args.grid {
-        let cols = (count as f64).sqrt().ceil().max(1.0) as usize;
-        let rows = count.div_ceil(cols).max(1);
-        let gap = scale;
-        let mut sheet = Canvas::new(cols * (cell_w + gap) + gap, rows * (cell_h + gap) + gap);
+        let mut sheet = Canvas::new(width, height);
         for i in 0..count {
             let (x, y) = (
                 gap + (i % cols) * (cell_w + gap),
@@ -163,6 +169,30 @@ fn render(data: &Labelled, args: &ImageArgs, path: &Path) -> Result<()> {
         }
     }
     file.commit()
+}
+
+/// The most pixels one GIF may hold, its frames together (a canvas byte each).
+const MAX_PIXELS: usize = 1 << 30;
+
+/// Refuses GIFs wider or taller than the format allows, or too large to hold in memory.
+fn check_size(path: &Path, frames: usize, width: usize, height: usize) -> Result<()> {
+    let side = usize::from(u16::MAX);
+    if width > side || height > side {
+        bail!(
+            "{}: a {width}x{height} image is larger than GIF allows ({side} pixels a side): use a \
+             smaller --scale or --limit",
+            path.display()
+        );
+    }
+    let pixels = frames.saturating_mul(width * height);
+    if pixels > MAX_PIXELS {
+        bail!(
+            "{}: {frames} frames of {width}x{height} are {pixels} pixels, more than the {MAX_PIXELS} \
+             one GIF may hold: use a smaller --scale or --limit",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 const GLYPH_W: usize = 5;

@@ -35,7 +35,7 @@ struct Cli {
     command: Command,
     /// CPU threads to compute with [default: one per core].
     #[arg(long, global = true, env = "MNIST_THREADS", value_name = "N",
-          value_parser = clap::value_parser!(u16).range(1..))]
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// Where GPU kernels and autotune results are kept between runs [default:
     /// $XDG_CACHE_HOME/mnist or ~/.cache/mnist].

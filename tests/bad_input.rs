@@ -258,7 +258,14 @@ fn invalid_config_values_name_the_key() {
     let config = smoke_with("batch_size = 64", "batch_size = 0");
     let (err, _) = train_with_config(config.path());
     assert!(
-        err.contains("training.batch_size: must be at least 1"),
+        err.contains("training.batch_size: 0 is not in 1..=1048576"),
+        "{err}"
+    );
+
+    let config = smoke_with("epochs = 2", "epochs = 18446744073709551615");
+    let (err, _) = train_with_config(config.path());
+    assert!(
+        err.contains("training.epochs: 18446744073709551615 is not in 1..=1000000"),
         "{err}"
     );
 
@@ -380,4 +387,37 @@ fn a_png_that_is_not_a_png() {
     );
     assert!(err.contains("seven.png: not a valid PNG image"), "{err}");
     assert!(listing(out.path()).is_empty());
+}
+
+#[test]
+fn gifs_too_large_for_the_format_or_memory_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("many.csv");
+    let row = vec!["0"; 784].join(",") + ",3\n";
+    fs::write(&input, row.repeat(5000)).unwrap();
+    let image = |extra: &[&str]| {
+        fails(
+            mnist()
+                .args(["image", "--scale", "32", "--limit", "5000", "--input"])
+                .arg(&input)
+                .arg("--output")
+                .arg(work.path().join("gifs"))
+                .args(extra),
+        )
+    };
+    // 71 x 71 cells of 896 pixels and their gaps.
+    let err = image(&["--grid"]);
+    assert!(
+        err.contains(
+            "many.gif: a 65920x65920 image is larger than GIF allows (65535 pixels a side)"
+        ),
+        "{err}"
+    );
+    let err = image(&[]);
+    assert!(
+        err.contains("many.gif: 5000 frames of 896x896 are 4014080000 pixels, more than the"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(listing(&work.path().join("gifs")).is_empty());
 }
