@@ -73,7 +73,7 @@ pub struct Splits {
 
 /// The 5,000-image MNIST sample in `data/mnist-sample`, built into the binary so that a first
 /// run needs neither network nor files.
-mod sample {
+pub(crate) mod sample {
     pub const DIR: &str = "data/mnist-sample";
     pub const TRAIN_IMAGES: &[u8] =
         include_bytes!("../data/mnist-sample/train-images-idx3-ubyte.gz");

@@ -7,6 +7,8 @@ mod console;
 mod dataset;
 mod evaluate;
 mod fetch;
+#[cfg(test)]
+mod fuzz_tests;
 mod gpu_cache;
 mod idx;
 mod image;
