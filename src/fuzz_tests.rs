@@ -224,3 +224,43 @@ fn toml_configs() {
         })
     });
 }
+
+#[test]
+fn model_directories() {
+    use crate::backend::{self, BackendChoice};
+    use crate::metrics::Sinks;
+    use crate::model_dir::{CARD, LoadedModel, WEIGHTS};
+    use crate::train::{self, Destination};
+
+    // A real model directory: the smoke config, one epoch on the sample, on the CPU.
+    let trained = tempfile::tempdir().unwrap();
+    let config_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+    let mut config = TrainConfig::load(&config_path).unwrap();
+    config.training.epochs = 1;
+    let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
+    let destination = Destination {
+        model: trained.path(),
+        checkpoints: trained.path().join("checkpoints"),
+        resume: false,
+    };
+    let splits = Splits::bundled_sample().unwrap();
+    train::train(&config, &splits, &cpu, &destination, &mut Sinks::default()).unwrap();
+    let files = [CARD, WEIGHTS];
+    let originals: Vec<Vec<u8>> = files
+        .iter()
+        .map(|name| std::fs::read(trained.path().join(name)).unwrap())
+        .collect();
+
+    fuzz(
+        "model directory",
+        600,
+        &originals,
+        |dir, spoilt, spoilt_bytes| {
+            for (i, (name, original)) in files.iter().zip(&originals).enumerate() {
+                let bytes = if i == spoilt { spoilt_bytes } else { original };
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+            LoadedModel::load(dir, &cpu.device).is_ok()
+        },
+    );
+}
