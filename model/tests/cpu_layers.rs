@@ -1,6 +1,8 @@
 //! The CPU kernels give the results of Burn's own layers: outputs and the gradients of the
 //! input, the weights and the bias, on fixed random inputs; whatever the thread count.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -9,10 +11,15 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use model::{cpu, layers};
 
-fn device() -> Device {
+/// The CPU device, seeded, and the lock on its random generator: Flex has one generator for
+/// the process, and tests run in parallel, so a test that seeds it and then draws (dropout's
+/// "same seed, same mask") would otherwise see another test's draws in between.
+fn device() -> (Device, MutexGuard<'static, ()>) {
+    static GENERATOR: Mutex<()> = Mutex::new(());
+    let guard = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
     let device = Device::flex().autodiff();
     device.seed(7);
-    device
+    (device, guard)
 }
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -70,7 +77,7 @@ fn conv(channels: [usize; 2], kernel: [usize; 2], device: &Device) -> Conv2d {
 
 #[test]
 fn convolution_matches_burn() {
-    let device = device();
+    let (device, _generator) = device();
     // Rectangular images and kernel, several images, channels in and out.
     for (channels, kernel, input) in [
         ([1, 4], [3, 3], [5, 1, 12, 12]),
@@ -89,7 +96,7 @@ fn convolution_matches_burn() {
 
 #[test]
 fn convolution_and_max_pool_match_burn() {
-    let device = device();
+    let (device, _generator) = device();
     // Even and odd convolution outputs (8x7: the last row and column are not pooled).
     for (size, input) in [(2, [3, 2, 10, 9]), (3, [2, 2, 11, 11]), (1, [2, 2, 5, 5])] {
         let layer = conv([2, 6], [3, 3], &device);
@@ -105,7 +112,7 @@ fn convolution_and_max_pool_match_burn() {
 
 #[test]
 fn fully_connected_layer_matches_burn() {
-    let device = device();
+    let (device, _generator) = device();
     // Small (one thread) and large enough to be split between threads.
     for (inputs, outputs, batch) in [(37, 11, 9), (1024, 256, 160)] {
         let layer: Linear = LinearConfig::new(inputs, outputs).init(&device);
@@ -120,7 +127,7 @@ fn fully_connected_layer_matches_burn() {
 
 #[test]
 fn gradients_do_not_depend_on_the_thread_count() {
-    let device = device();
+    let (device, _generator) = device();
     let layer = conv([4, 8], [3, 3], &device);
     let pool: MaxPool2d = MaxPool2dConfig::new([2, 2]).init();
     let x = random([20, 4, 14, 14], &device);
@@ -144,7 +151,7 @@ fn gradients_do_not_depend_on_the_thread_count() {
 
 #[test]
 fn dropout_keeps_and_scales_as_burn_and_is_reproducible() {
-    let device = device();
+    let (device, _generator) = device();
     let layer: Dropout = DropoutConfig::new(0.25).init();
     let x = Tensor::<2>::ones([64, 4096], &device).require_grad();
     device.seed(3);
