@@ -151,26 +151,34 @@ fn idx_files_raw_and_gzipped() {
     }
 }
 
-/// The first `rows` lines of the sample's test split as `mnist parse` writes it.
-fn sample_csv(rows: usize) -> Vec<u8> {
+/// The first `rows` images of the sample's test split as CSV: labelled as `mnist parse`
+/// writes them, or unlabelled as `mnist infer` reads them.
+fn sample_csv(rows: usize, label: Option<LabelColumn>) -> Vec<u8> {
     let test = Splits::bundled_sample().unwrap().test;
-    let mut out = Vec::new();
-    let mut writer = pixels_csv::RowWriter::new(&mut out);
+    let mut writer = pixels_csv::RowWriter::new(Vec::new());
     for i in 0..rows {
         writer
             .write(
                 test.images.image(i),
-                Some((LabelColumn::First, test.labels[i])),
+                label.map(|column| (column, test.labels[i])),
             )
             .unwrap();
     }
-    drop(writer);
-    out
+    writer.into_inner()
+}
+
+/// The contents of `names` in the project's directory `dir`.
+fn project_files(dir: &str, names: &[&str]) -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    names
+        .iter()
+        .map(|name| std::fs::read(root.join(name)).unwrap())
+        .collect()
 }
 
 #[test]
 fn training_csv() {
-    let csv = sample_csv(16);
+    let csv = sample_csv(16, Some(LabelColumn::First));
     fuzz("csv", 1500, std::slice::from_ref(&csv), |dir, _, bytes| {
         std::fs::write(dir.join("train.csv"), bytes).unwrap();
         std::fs::write(dir.join("test.csv"), &csv).unwrap();
@@ -180,14 +188,7 @@ fn training_csv() {
 
 #[test]
 fn inference_csv() {
-    let labelled = sample_csv(16);
-    // The same rows without their labels, as `mnist infer` reads them.
-    let unlabelled: Vec<u8> = String::from_utf8(labelled)
-        .unwrap()
-        .lines()
-        .map(|line| format!("{}\n", line.split_once(',').unwrap().1))
-        .collect::<String>()
-        .into_bytes();
+    let unlabelled = sample_csv(16, None);
     fuzz("inference csv", 1500, &[unlabelled], |dir, _, bytes| {
         let path = dir.join("digits.csv");
         std::fs::write(&path, bytes).unwrap();
@@ -197,11 +198,7 @@ fn inference_csv() {
 
 #[test]
 fn png_images() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
-    let originals: Vec<Vec<u8>> = ["digit-2.png", "digit-9.png"]
-        .iter()
-        .map(|name| std::fs::read(root.join(name)).unwrap())
-        .collect();
+    let originals = project_files("data/digits", &["digit-2.png", "digit-9.png"]);
     fuzz("png", 1000, &originals, |dir, _, bytes| {
         let path = dir.join("digit.png");
         std::fs::write(&path, bytes).unwrap();
@@ -211,11 +208,16 @@ fn png_images() {
 
 #[test]
 fn toml_configs() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-    let originals: Vec<Vec<u8>> = ["cnn", "fashion-cnn", "mlp", "seed-mlp", "smoke"]
-        .iter()
-        .map(|name| std::fs::read(root.join(name).with_extension("toml")).unwrap())
-        .collect();
+    let originals = project_files(
+        "configs",
+        &[
+            "cnn.toml",
+            "fashion-cnn.toml",
+            "mlp.toml",
+            "seed-mlp.toml",
+            "smoke.toml",
+        ],
+    );
     fuzz("toml", 2000, &originals, |dir, _, bytes| {
         let path = dir.join("config.toml");
         std::fs::write(&path, bytes).unwrap();

@@ -214,23 +214,20 @@ fn cubecl_root(dir: &Path) -> PathBuf {
 /// not one, and tells a writable directory from a read-only one.
 fn prepare(dir: &Path) -> Usage {
     let root = cubecl_root(dir);
+    // A directory that cannot be written is still read, if it holds a database.
+    let unwritable = |problem: String| match database_header(&database_path(&root)) {
+        Header::Valid => Usage::ReadOnly,
+        _ => Usage::Skipped(problem),
+    };
     if let Err(err) = fs::create_dir_all(&root) {
-        return if database_is_readable(&root) {
-            Usage::ReadOnly
-        } else {
-            Usage::Skipped(format!("cannot create {}: {err}", root.display()))
-        };
+        return unwritable(format!("cannot create {}: {err}", root.display()));
     }
     for subdir in ["nvidia", "mesa"] {
         // The drivers skip their own cache where its directory cannot be made; no harm.
         let _ = fs::create_dir_all(dir.join("driver").join(subdir));
     }
     if let Err(err) = tempfile::tempfile_in(&root) {
-        return if database_is_readable(&root) {
-            Usage::ReadOnly
-        } else {
-            Usage::Skipped(format!("{} is not writable: {err}", root.display()))
-        };
+        return unwritable(format!("{} is not writable: {err}", root.display()));
     }
     let database = database_path(&root);
     match database_header(&database) {
@@ -289,10 +286,6 @@ fn database_header(path: &Path) -> Header {
         }
         Err(err) => Header::Unreadable(err),
     }
-}
-
-fn database_is_readable(root: &Path) -> bool {
-    matches!(database_header(&database_path(root)), Header::Valid)
 }
 
 /// Removes a database file and the write-ahead log and index beside it.

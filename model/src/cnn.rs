@@ -42,16 +42,27 @@ fn default_pool() -> usize {
 }
 
 impl CnnConfig {
+    /// Height and width of what each convolution reads, then of what the last one writes: one
+    /// more entry than there are convolutions. Each unpadded convolution shrinks the sides by
+    /// `kernel_size - 1` (to 0 at least, for a config [`CnnConfig::check`] refuses).
+    fn conv_sides(&self, input: InputShape) -> Vec<[usize; 2]> {
+        let shrink = self.kernel_size.saturating_sub(1);
+        std::iter::successors(Some([input.height, input.width]), |sides| {
+            Some(sides.map(|side| side.saturating_sub(shrink)))
+        })
+        .take(self.channels.len() + 1)
+        .collect()
+    }
+
     /// Height and width of the feature maps after the convolutions and the pool.
     fn feature_shape(&self, input: InputShape) -> [usize; 2] {
-        let shrink = self.channels.len() * (self.kernel_size - 1);
-        [input.height, input.width].map(|side| side.saturating_sub(shrink) / self.pool.max(1))
+        self.conv_sides(input)[self.channels.len()].map(|side| side / self.pool.max(1))
     }
 
     pub(crate) fn check(&self, input: InputShape) -> Result<(), ShapeError> {
-        let [mut height, mut width] = [input.height, input.width];
+        let sides = self.conv_sides(input);
         let k = self.kernel_size;
-        for i in 0..self.channels.len() {
+        for (i, &[height, width]) in sides[..self.channels.len()].iter().enumerate() {
             if k > height || k > width {
                 return Err(ShapeError {
                     key: "model.kernel_size",
@@ -62,9 +73,9 @@ impl CnnConfig {
                     ),
                 });
             }
-            (height, width) = (height + 1 - k, width + 1 - k);
         }
         let pool = self.pool.max(1);
+        let [height, width] = sides[self.channels.len()];
         if pool > height || pool > width {
             return Err(ShapeError {
                 key: "model.pool",
@@ -121,16 +132,15 @@ impl CnnConfig {
 
     pub(crate) fn multiply_adds(&self, input: InputShape, classes: usize) -> u64 {
         let taps = (self.kernel_size * self.kernel_size) as u64;
-        let [mut height, mut width] = [input.height, input.width];
-        let mut in_channels = 1;
-        let mut total = 0;
-        for &out in &self.channels {
-            height = height.saturating_sub(self.kernel_size - 1);
-            width = width.saturating_sub(self.kernel_size - 1);
-            total += (height * width * out) as u64 * in_channels * taps;
-            in_channels = out as u64;
-        }
-        total
+        let in_channels = std::iter::once(1).chain(self.channels.iter().copied());
+        let convolutions: u64 = self
+            .channels
+            .iter()
+            .zip(in_channels)
+            .zip(&self.conv_sides(input)[1..])
+            .map(|((&out, c), [height, width])| (height * width * out * c) as u64 * taps)
+            .sum();
+        convolutions
             + crate::dense_multiply_adds(
                 std::iter::once(self.flat_features(input))
                     .chain(self.hidden.iter().copied())
