@@ -18,6 +18,7 @@ mod metrics;
 mod model_dir;
 mod output;
 mod pachyderm;
+mod panic_report;
 mod parse;
 mod pixels_csv;
 mod png_digit;
@@ -79,6 +80,11 @@ fn in_thread_pool(
 }
 
 fn main() -> ExitCode {
+    panic_report::install();
+    panic_report::exit_code_of(run)
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     let (name, value) = backend::HEADLESS;
     let variables = gpu_cache::init(cli.cache_dir.clone())
