@@ -6,7 +6,7 @@ use burn::tensor::TensorData;
 use model::Network;
 
 use crate::config::{Loss, Preprocess};
-use crate::dataset::{CLASSES, Images, Labelled};
+use crate::data::{CLASSES, Images, Labelled};
 
 /// Images per forward pass when no gradients are kept.
 const EVAL_BATCH: usize = 1024;

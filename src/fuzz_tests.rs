@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::TrainConfig;
-use crate::dataset::{Splits, sample};
+use crate::dataset::{self, sample};
 use crate::pixels_csv::{self, LabelColumn};
 use crate::png_digit;
 use model::InputShape;
@@ -145,8 +145,8 @@ fn idx_files_raw_and_gzipped() {
                 let bytes = if i == spoilt { spoilt_bytes } else { original };
                 std::fs::write(dir.join(format!("{file}{suffix}")), bytes).unwrap();
             }
-            let both = Splits::load(dir).is_ok();
-            Splits::load_test(dir).is_ok() && both
+            let both = dataset::load(dir).is_ok();
+            dataset::load_test(dir).is_ok() && both
         });
     }
 }
@@ -154,7 +154,7 @@ fn idx_files_raw_and_gzipped() {
 /// The first `rows` images of the sample's test split as CSV: labelled as `mnist parse`
 /// writes them, or unlabelled as `mnist infer` reads them.
 fn sample_csv(rows: usize, label: Option<LabelColumn>) -> Vec<u8> {
-    let test = Splits::bundled_sample().unwrap().test;
+    let test = dataset::bundled_sample().unwrap().test;
     let mut writer = pixels_csv::RowWriter::new(Vec::new());
     for i in 0..rows {
         writer
@@ -182,7 +182,7 @@ fn training_csv() {
     fuzz("csv", 1500, std::slice::from_ref(&csv), |dir, _, bytes| {
         std::fs::write(dir.join("train.csv"), bytes).unwrap();
         std::fs::write(dir.join("test.csv"), &csv).unwrap();
-        Splits::load(dir).is_ok()
+        dataset::load(dir).is_ok()
     });
 }
 
@@ -245,7 +245,7 @@ fn model_directories() {
         checkpoints: trained.path().join("checkpoints"),
         resume: false,
     };
-    let splits = Splits::bundled_sample().unwrap();
+    let splits = dataset::bundled_sample().unwrap();
     train::train(&config, &splits, &cpu, &destination, &mut Sinks::default()).unwrap();
     let files = [CARD, WEIGHTS];
     let originals: Vec<Vec<u8>> = files

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use flate2::bufread::MultiGzDecoder;
 use model::InputShape;
 
-use crate::dataset::CLASSES;
+use crate::data::{CLASSES, Images, Labelled};
 use crate::walk;
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -284,6 +284,27 @@ pub fn check_label(path: &Path, record: usize, label: u8) -> Result<(), IdxError
         record,
         label,
         classes: CLASSES,
+    })
+}
+
+/// Reads an images file and its labels file, checking they describe the same examples.
+pub fn read_labelled(images: IdxReader, labels: IdxReader) -> Result<Labelled, IdxError> {
+    images.check_labels_match(&labels)?;
+    let shape = images.shape.unwrap_or(InputShape::MNIST);
+    let count = images.count;
+    let labels_path = labels.path().to_owned();
+    let pixels = images.read_all()?;
+    let labels = labels.read_all()?;
+    for (record, &label) in labels.iter().enumerate() {
+        check_label(&labels_path, record + 1, label)?;
+    }
+    Ok(Labelled {
+        images: Images {
+            shape,
+            count,
+            pixels,
+        },
+        labels,
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use gif::{Encoder, Frame, Repeat};
 
-use crate::dataset::Labelled;
+use crate::data::Labelled;
 use crate::input_files;
 use crate::output::AtomicFile;
 use crate::pixels_csv::{self, LabelColumn};

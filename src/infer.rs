@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 
 use crate::backend::{self, BackendChoice};
-use crate::dataset::Images;
+use crate::data::Images;
 use crate::evaluate;
 use crate::input_files;
 use crate::model_dir::LoadedModel;
@@ -41,20 +41,15 @@ pub fn run(args: &InferArgs) -> Result<()> {
     // Read everything first: a bad input file fails the stage before any output is written.
     let mut outputs: Vec<(PathBuf, usize)> = Vec::with_capacity(inputs.len());
     let mut writers_of: HashMap<PathBuf, &Path> = HashMap::new();
-    let mut images = Images {
-        shape,
-        count: 0,
-        pixels: Vec::new(),
-    };
+    let mut images = Images::empty(shape);
     for path in &inputs {
-        let rows = if input_files::has_extension(path, "png") {
-            images.pixels.extend(png_digit::load(path, shape)?);
-            1
+        let read = if input_files::has_extension(path, "png") {
+            png_digit::load(path, shape)?
         } else {
-            let csv = pixels_csv::read_unlabelled(path, shape)?;
-            images.pixels.extend(csv.pixels);
-            csv.count
+            pixels_csv::read_unlabelled(path, shape)?
         };
+        let rows = read.count;
+        images.append(read);
         let name = path.file_stem().unwrap_or_default();
         let out = args.output.join(name).with_extension("csv");
         if let Some(other) = writers_of.insert(out.clone(), path) {
@@ -66,7 +61,6 @@ pub fn run(args: &InferArgs) -> Result<()> {
             );
         }
         outputs.push((out, rows));
-        images.count += rows;
     }
 
     let started = Instant::now();

@@ -4,6 +4,7 @@ mod allocator;
 mod backend;
 mod config;
 mod console;
+mod data;
 mod dataset;
 mod evaluate;
 mod fetch;

@@ -34,7 +34,9 @@ fn message(payload: &dyn Any, location: Option<&Location>) -> String {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("no message");
-    let place = location.map_or(String::new(), |at| format!(" at {}:{}", at.file(), at.line()));
+    let place = location.map_or(String::new(), |at| {
+        format!(" at {}:{}", at.file(), at.line())
+    });
     format!(
         "error: internal error in mnist {} (a bug, not a problem with your input): {what}{place}; \
          please report it, with the command you ran, to {REPORT_TO}",
@@ -55,8 +57,14 @@ mod tests {
         let at = Location::caller();
         let owned: Box<dyn Any> = Box::new(format!("index {} out of bounds", 7));
         let line = message(owned.as_ref(), Some(at));
-        assert!(line.starts_with("error: internal error in mnist "), "{line}");
-        assert!(line.contains(": index 7 out of bounds at src/panic_report.rs:"), "{line}");
+        assert!(
+            line.starts_with("error: internal error in mnist "),
+            "{line}"
+        );
+        assert!(
+            line.contains(": index 7 out of bounds at src/panic_report.rs:"),
+            "{line}"
+        );
         assert!(line.contains(REPORT_TO), "{line}");
         assert!(message(&"static", None).contains(": static; please report"));
         assert!(message(&42_u8, None).contains(": no message; please report"));
@@ -71,7 +79,10 @@ mod tests {
             std::process::exit(if panicked { EXIT_CODE.into() } else { 0 });
         }
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "panic_report::tests::a_panic_is_one_line_and_its_own_exit_code"])
+            .args([
+                "--exact",
+                "panic_report::tests::a_panic_is_one_line_and_its_own_exit_code",
+            ])
             .args(["--nocapture", "--test-threads=1"])
             .env(CHILD, "1")
             .env_remove("RUST_BACKTRACE")

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use model::InputShape;
 
-use crate::dataset::{CLASSES, Images, Labelled};
+use crate::data::{CLASSES, Images, Labelled};
 
 /// Where a row keeps its label, if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,12 +8,18 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use model::InputShape;
 
-/// Reads `path` and returns `shape.pixels()` bytes 0..255.
-pub fn load(path: &Path, shape: InputShape) -> Result<Vec<u8>> {
+use crate::data::Images;
+
+/// Reads `path` as one image of `shape`.
+pub fn load(path: &Path, shape: InputShape) -> Result<Images> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (gray, width, height) = decode(&bytes)
         .map_err(|err| anyhow::anyhow!("{}: not a valid PNG image: {err}", path.display()))?;
-    Ok(to_mnist(&gray, width, height, shape))
+    Ok(Images {
+        shape,
+        count: 1,
+        pixels: to_mnist(&gray, width, height, shape),
+    })
 }
 
 /// Luminance 0..1 of every pixel, transparency composited over white.

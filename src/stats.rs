@@ -9,7 +9,8 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::backend::{self, BackendChoice};
-use crate::dataset::{CLASSES, Splits};
+use crate::data::CLASSES;
+use crate::dataset;
 use crate::evaluate::DeviceData;
 use crate::model_dir::LoadedModel;
 use crate::output;
@@ -81,7 +82,7 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let model = LoadedModel::load(&args.model, &backend.device)?;
     let evaluation = match &args.data {
         Some(dir) => {
-            let test = Splits::load_test(dir)?;
+            let test = dataset::load_test(dir)?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
             Some(class_stats(

@@ -17,7 +17,8 @@ use rand::seq::SliceRandom;
 use crate::backend::{self, BackendChoice, BackendInfo, Selected, Workload};
 use crate::config::TrainConfig;
 use crate::console::Console;
-use crate::dataset::{CLASSES, Labelled, Splits};
+use crate::data::{CLASSES, Labelled, Splits};
+use crate::dataset;
 use crate::evaluate::{self, DeviceData, Evaluation};
 use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
 use crate::model_dir::{self, DatasetInfo, FinalMetrics, MetricsFile, ModelCard, TrainingInfo};
@@ -130,8 +131,8 @@ impl TrainArgs {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (config, config_path) = args.config()?;
     let splits = match &args.data {
-        Some(dir) => Splits::load(dir)?,
-        None => Splits::bundled_sample()?,
+        Some(dir) => dataset::load(dir)?,
+        None => dataset::bundled_sample()?,
     };
     let input = splits.train.images.shape;
     config.model.check(input).with_context(|| {

@@ -2,9 +2,11 @@
 //! of Burn: training reports to it as to any other metrics sink.
 
 mod client;
+mod clock;
 mod offline;
 mod run;
 mod settings;
+mod spec;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -88,7 +90,7 @@ fn start_with(
                 .map(String::from),
         );
     }
-    let spec = run::RunSpec {
+    let spec = spec::RunSpec {
         entity: settings.entity.clone().or_else(|| env("WANDB_ENTITY")),
         project: settings
             .project

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::run::RunSpec;
+use super::clock;
+use super::spec::RunSpec;
 
 const BLOCK: usize = 32 * 1024;
 const CHUNK_HEADER: usize = 7;
@@ -59,7 +60,7 @@ impl Message {
     }
 }
 
-/// `ConfigItem`, `HistoryItem` and `SummaryItem` share their layout: key 1, value_json 16.
+/// `ConfigItem`, `HistoryItem` and `SummaryItem` share their layout: a key and a JSON value.
 fn items(field: u32, values: &Map<String, Value>) -> Message {
     values
         .iter()
@@ -67,23 +68,83 @@ fn items(field: u32, values: &Map<String, Value>) -> Message {
             message.message(
                 field,
                 Message::default()
-                    .string(1, key)
-                    .string(16, &value.to_string()),
+                    .string(item::KEY, key)
+                    .string(item::VALUE_JSON, &value.to_string()),
             )
         })
 }
 
-/// Record field numbers of `wandb_internal.Record`.
+// Field numbers of the messages written, from `wandb/proto/wandb_internal.proto` as the wandb
+// SDK 0.31.0 ships it (and `google.protobuf.Timestamp`). The test `field_numbers_match_the_sdk`
+// checks each against the installed SDK's own descriptors.
+
+/// `Record`, the message each log entry holds.
 mod record {
     pub const NUM: u32 = 1;
     pub const HISTORY: u32 = 2;
     pub const SUMMARY: u32 = 3;
-    pub const CONFIG_IN_RUN: u32 = 4;
     pub const FILES: u32 = 6;
     pub const RUN: u32 = 17;
     pub const EXIT: u32 = 18;
     pub const FINAL: u32 = 20;
     pub const HEADER: u32 = 21;
+}
+
+/// `HeaderRecord` and its `VersionInfo`.
+mod header {
+    pub const VERSION_INFO: u32 = 1;
+    pub const PRODUCER: u32 = 1;
+}
+
+/// `RunRecord`.
+mod run {
+    pub const RUN_ID: u32 = 1;
+    pub const ENTITY: u32 = 2;
+    pub const PROJECT: u32 = 3;
+    pub const CONFIG: u32 = 4;
+    pub const RUN_GROUP: u32 = 6;
+    pub const JOB_TYPE: u32 = 7;
+    pub const DISPLAY_NAME: u32 = 8;
+    pub const NOTES: u32 = 9;
+    pub const TAGS: u32 = 10;
+    pub const HOST: u32 = 13;
+    pub const START_TIME: u32 = 17;
+}
+
+/// `google.protobuf.Timestamp`.
+mod timestamp {
+    pub const SECONDS: u32 = 1;
+    pub const NANOS: u32 = 2;
+}
+
+/// `ConfigRecord.update`, `SummaryRecord.update` and `HistoryRecord.item`: the repeated items.
+const ITEMS: u32 = 1;
+
+/// `ConfigItem`, `HistoryItem`, `SummaryItem`.
+mod item {
+    pub const KEY: u32 = 1;
+    pub const VALUE_JSON: u32 = 16;
+}
+
+/// `HistoryRecord.step` and its `HistoryStep`.
+mod history {
+    pub const STEP: u32 = 2;
+    pub const STEP_NUM: u32 = 1;
+}
+
+/// `FilesRecord` and its `FilesItem`.
+mod files {
+    pub const FILES: u32 = 1;
+    pub const PATH: u32 = 1;
+    pub const POLICY: u32 = 2;
+    /// `FilesItem.PolicyType.END`: upload once the run is over.
+    pub const POLICY_END: i64 = 1;
+}
+
+/// `RunExitRecord`.
+mod exit {
+    pub const EXIT_CODE: u32 = 1;
+    pub const RUNTIME: u32 = 2;
 }
 
 /// Everything a finished run holds, to write as one offline run.
@@ -116,8 +177,12 @@ impl OfflineRun<'_> {
             num += 1;
             log.record(&body.int(record::NUM, num).0);
         };
-        let version = Message::default().string(1, concat!("mnist ", env!("CARGO_PKG_VERSION")));
-        record(Message::default().message(record::HEADER, Message::default().message(1, version)));
+        let version = Message::default().string(
+            header::PRODUCER,
+            concat!("mnist ", env!("CARGO_PKG_VERSION")),
+        );
+        let header = Message::default().message(header::VERSION_INFO, version);
+        record(Message::default().message(record::HEADER, header));
 
         let config: Map<String, Value> = spec
             .config
@@ -130,24 +195,27 @@ impl OfflineRun<'_> {
             })
             .unwrap_or_default();
         let started = self.started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let start_time = Message::default()
+            .int(timestamp::SECONDS, started.as_secs() as i64)
+            .int(timestamp::NANOS, i64::from(started.subsec_nanos()));
         let mut run = Message::default()
-            .string(1, &spec.run_id)
-            .string(2, spec.entity.as_deref().unwrap_or(""))
-            .string(3, &spec.project)
-            .message(record::CONFIG_IN_RUN, items(1, &config))
-            .string(6, spec.group.as_deref().unwrap_or(""))
-            .string(7, &spec.job_type)
-            .string(8, spec.display_name.as_deref().unwrap_or(""))
-            .string(9, spec.notes.as_deref().unwrap_or(""));
+            .string(run::RUN_ID, &spec.run_id)
+            .string(run::ENTITY, spec.entity.as_deref().unwrap_or(""))
+            .string(run::PROJECT, &spec.project)
+            .message(run::CONFIG, items(ITEMS, &config))
+            .string(run::RUN_GROUP, spec.group.as_deref().unwrap_or(""))
+            .string(run::JOB_TYPE, &spec.job_type)
+            .string(
+                run::DISPLAY_NAME,
+                spec.display_name.as_deref().unwrap_or(""),
+            )
+            .string(run::NOTES, spec.notes.as_deref().unwrap_or(""));
         for tag in &spec.tags {
-            run = run.string(10, tag);
+            run = run.string(run::TAGS, tag);
         }
-        let timestamp = Message::default()
-            .int(1, started.as_secs() as i64)
-            .int(2, i64::from(started.subsec_nanos()));
         let run = run
-            .string(13, spec.host.as_deref().unwrap_or(""))
-            .message(17, timestamp);
+            .string(run::HOST, spec.host.as_deref().unwrap_or(""))
+            .message(run::START_TIME, start_time);
         record(Message::default().message(record::RUN, run));
 
         for line in self.history {
@@ -155,22 +223,25 @@ impl OfflineRun<'_> {
                 continue;
             };
             let step = row.get("_step").and_then(Value::as_i64).unwrap_or(0);
-            let history = items(1, &row).message(2, Message::default().int(1, step));
+            let step = Message::default().int(history::STEP_NUM, step);
+            let history = items(ITEMS, &row).message(history::STEP, step);
             record(Message::default().message(record::HISTORY, history));
         }
-        record(Message::default().message(record::SUMMARY, items(1, self.summary)));
+        record(Message::default().message(record::SUMMARY, items(ITEMS, self.summary)));
 
-        let mut files = Message::default();
+        let mut list = Message::default();
         for (name, path) in self.files {
             std::fs::copy(path, files_dir.join(name))?;
-            // Policy END: upload once the run is over.
-            files = files.message(1, Message::default().string(1, name).int(2, 1));
+            let item = Message::default()
+                .string(files::PATH, name)
+                .int(files::POLICY, files::POLICY_END);
+            list = list.message(files::FILES, item);
         }
-        record(Message::default().message(record::FILES, files));
+        record(Message::default().message(record::FILES, list));
 
         let exit = Message::default()
-            .int(1, i64::from(self.exit_code))
-            .int(2, self.runtime_seconds.round() as i64);
+            .int(exit::EXIT_CODE, i64::from(self.exit_code))
+            .int(exit::RUNTIME, self.runtime_seconds.round() as i64);
         record(Message::default().message(record::EXIT, exit));
         record(Message::default().message(record::FINAL, Message::default()));
 
@@ -239,7 +310,7 @@ impl LogWriter {
 
 /// `20261125_161605`, UTC, as W&B names run directories.
 fn stamp(time: SystemTime) -> String {
-    let iso = super::run::utc_timestamp_of(time);
+    let iso = clock::utc_timestamp_of(time);
     format!(
         "{}{}{}_{}{}{}",
         &iso[0..4],
@@ -273,5 +344,80 @@ mod tests {
         assert_eq!(u16::from_le_bytes([out[11], out[12]]) as usize, first_len);
         assert_eq!(out[BLOCK + 6], 4);
         assert_eq!(out.len(), BLOCK + CHUNK_HEADER + (BLOCK - first_len));
+    }
+
+    /// Every field number above against the descriptors of the installed wandb SDK (the one
+    /// `wandb sync` reads our files with): `message.field` -> number.
+    #[test]
+    fn field_numbers_match_the_sdk() {
+        let ours: &[(&str, i64)] = &[
+            ("Record.num", record::NUM.into()),
+            ("Record.history", record::HISTORY.into()),
+            ("Record.summary", record::SUMMARY.into()),
+            ("Record.files", record::FILES.into()),
+            ("Record.run", record::RUN.into()),
+            ("Record.exit", record::EXIT.into()),
+            ("Record.final", record::FINAL.into()),
+            ("Record.header", record::HEADER.into()),
+            ("HeaderRecord.version_info", header::VERSION_INFO.into()),
+            ("VersionInfo.producer", header::PRODUCER.into()),
+            ("RunRecord.run_id", run::RUN_ID.into()),
+            ("RunRecord.entity", run::ENTITY.into()),
+            ("RunRecord.project", run::PROJECT.into()),
+            ("RunRecord.config", run::CONFIG.into()),
+            ("RunRecord.run_group", run::RUN_GROUP.into()),
+            ("RunRecord.job_type", run::JOB_TYPE.into()),
+            ("RunRecord.display_name", run::DISPLAY_NAME.into()),
+            ("RunRecord.notes", run::NOTES.into()),
+            ("RunRecord.tags", run::TAGS.into()),
+            ("RunRecord.host", run::HOST.into()),
+            ("RunRecord.start_time", run::START_TIME.into()),
+            ("Timestamp.seconds", timestamp::SECONDS.into()),
+            ("Timestamp.nanos", timestamp::NANOS.into()),
+            ("ConfigRecord.update", ITEMS.into()),
+            ("SummaryRecord.update", ITEMS.into()),
+            ("HistoryRecord.item", ITEMS.into()),
+            ("ConfigItem.key", item::KEY.into()),
+            ("ConfigItem.value_json", item::VALUE_JSON.into()),
+            ("HistoryItem.key", item::KEY.into()),
+            ("HistoryItem.value_json", item::VALUE_JSON.into()),
+            ("SummaryItem.key", item::KEY.into()),
+            ("SummaryItem.value_json", item::VALUE_JSON.into()),
+            ("HistoryRecord.step", history::STEP.into()),
+            ("HistoryStep.num", history::STEP_NUM.into()),
+            ("FilesRecord.files", files::FILES.into()),
+            ("FilesItem.path", files::PATH.into()),
+            ("FilesItem.policy", files::POLICY.into()),
+            ("FilesItem.PolicyType.END", files::POLICY_END),
+            ("RunExitRecord.exit_code", exit::EXIT_CODE.into()),
+            ("RunExitRecord.runtime", exit::RUNTIME.into()),
+        ];
+        let script = r#"
+import json, wandb
+from wandb.proto import wandb_internal_pb2 as p
+from google.protobuf import timestamp_pb2
+numbers = {}
+for message in list(p.DESCRIPTOR.message_types_by_name.values()) + [timestamp_pb2.Timestamp.DESCRIPTOR]:
+    for field in message.fields:
+        numbers[f"{message.name}.{field.name}"] = field.number
+numbers["FilesItem.PolicyType.END"] = p.FilesItem.PolicyType.Value("END")
+print(json.dumps({"version": wandb.__version__, "numbers": numbers}))
+"#;
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .output()
+            .expect("python3 runs (make setup installs wandb)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sdk: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let wrong: Vec<String> = ours
+            .iter()
+            .filter(|(name, number)| sdk["numbers"][name].as_i64() != Some(*number))
+            .map(|(name, number)| format!("{name}: ours {number}, SDK {}", sdk["numbers"][name]))
+            .collect();
+        assert!(wrong.is_empty(), "wandb {}: {wrong:#?}", sdk["version"]);
     }
 }

@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
 
 use super::client::{ApiError, Client};
+use super::clock::{unix_seconds, utc_timestamp};
 use super::offline::OfflineRun;
+use super::spec::RunSpec;
 use super::system::SystemSampler;
 
 /// How often pending lines go out, how long silence may last before a heartbeat, and how
@@ -65,24 +67,6 @@ const CREATE_RUN_FILES: &str = "mutation CreateRunFiles ($entity: String!, $proj
 		}
 	}
 }";
-
-/// What `UpsertBucket` needs to create the run.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    pub base_url: String,
-    pub entity: Option<String>,
-    pub project: String,
-    pub run_id: String,
-    pub display_name: Option<String>,
-    pub group: Option<String>,
-    pub job_type: String,
-    pub tags: Vec<String>,
-    pub notes: Option<String>,
-    pub host: Option<String>,
-    pub program: String,
-    /// The config in W&B's encoding, `{"key": {"value": ...}}`.
-    pub config: Value,
-}
 
 enum Message {
     History(String),
@@ -494,40 +478,6 @@ fn app_url(base: &str) -> String {
     base.trim_end_matches('/').replacen("://api.", "://", 1)
 }
 
-pub(super) fn unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// `2026-11-23T21:18:05.420369`, UTC, as W&B's console log lines start.
-fn utc_timestamp() -> String {
-    utc_timestamp_of(SystemTime::now())
-}
-
-pub(super) fn utc_timestamp_of(time: SystemTime) -> String {
-    let now = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        now.subsec_micros()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,14 +486,5 @@ mod tests {
     fn app_urls() {
         assert_eq!(app_url("https://api.wandb.ai"), "https://wandb.ai");
         assert_eq!(app_url("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn timestamps_are_utc_iso_8601() {
-        let stamp = utc_timestamp();
-        assert_eq!(stamp.len(), 26, "{stamp}");
-        assert_eq!(&stamp[4..5], "-");
-        assert_eq!(&stamp[10..11], "T");
-        assert!(stamp.starts_with("20"), "{stamp}");
     }
 }

@@ -55,7 +55,7 @@ impl SystemSampler {
             "_runtime".into(),
             json!(self.started.elapsed().as_secs_f64()),
         );
-        row.insert("_timestamp".into(), json!(super::run::unix_seconds()));
+        row.insert("_timestamp".into(), json!(super::clock::unix_seconds()));
         Value::Object(row).to_string()
     }
 }
