@@ -1,7 +1,8 @@
-//! Bounded randomized tests of the loaders: real files (the bundled sample, the digits, the
-//! configs) mutated, truncated, grown and replaced by random bytes, each loaded in-process. A
-//! loader may accept a case or refuse it with an error; it may never panic. Seeded, so a
-//! failure names the seed and case that reproduce it.
+//! Bounded randomized tests of the loaders and the stages: real files (the bundled sample, the
+//! digits, the configs, a trained model) mutated, truncated, grown and replaced by random bytes,
+//! each loaded, or run through a whole stage, in-process. A loader may accept a case or refuse
+//! it with an error; it may never panic. A stage that refuses a case leaves no file in its
+//! output. Seeded, so a failure names the seed and case that reproduce it.
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -12,10 +13,18 @@ use flate2::write::GzEncoder;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::backend::{self, BackendChoice};
 use crate::config::TrainConfig;
 use crate::dataset::{self, sample};
+use crate::image::{self, ImageArgs};
+use crate::infer::{self, InferArgs};
+use crate::metrics::Sinks;
+use crate::model_dir::ModelDir;
+use crate::parse::{self, ParseArgs};
 use crate::pixels_csv::{self, LabelColumn};
 use crate::png_digit;
+use crate::stats::{self, StatsArgs};
+use crate::train::{self, Checkpoints, TrainArgs};
 use model::InputShape;
 
 const SEED: u64 = 0x6d6e_6973;
@@ -23,7 +32,7 @@ const SEED: u64 = 0x6d6e_6973;
 /// One way of spoiling a file.
 fn mutate(rng: &mut StdRng, original: &[u8]) -> Vec<u8> {
     let mut bytes = original.to_vec();
-    match rng.random_range(0..6) {
+    match rng.random_range(0..7) {
         // A few bytes set at random: the most common corruption.
         0 => {
             for _ in 0..rng.random_range(1..=8) {
@@ -50,6 +59,19 @@ fn mutate(rng: &mut StdRng, original: &[u8]) -> Vec<u8> {
             let extreme = if rng.random() { 0xff } else { 0x00 };
             for byte in bytes.iter_mut().take(rng.random_range(1..=16)) {
                 *byte = extreme;
+            }
+        }
+        // A line dropped or doubled: text formats stay well formed more often.
+        5 => {
+            let ends: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == b'\n').collect();
+            if let Some(&end) = ends.get(rng.random_range(0..ends.len().max(1))) {
+                let start = bytes[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let line = bytes[start..=end].to_vec();
+                if rng.random() {
+                    bytes.drain(start..=end);
+                } else {
+                    bytes.splice(start..start, line);
+                }
             }
         }
         // Nothing of the original.
@@ -227,42 +249,214 @@ fn toml_configs() {
     });
 }
 
-#[test]
-fn model_directories() {
-    use crate::backend::{self, BackendChoice};
-    use crate::metrics::Sinks;
-    use crate::model_dir::{CARD, LoadedModel, WEIGHTS};
-    use crate::train::{self, Destination};
+/// Runs a stage that writes under `out`, from an empty start: whether it accepted the case. A
+/// refusal must leave no file under `out` (and an acceptance some).
+fn stage(out: &Path, run: impl FnOnce() -> anyhow::Result<()>) -> bool {
+    let _ = std::fs::remove_dir_all(out);
+    let accepted = run().is_ok();
+    let written = files_under(out);
+    if accepted {
+        assert!(!written.is_empty(), "an accepted case wrote nothing");
+    } else {
+        assert!(written.is_empty(), "a refused case left {written:?}");
+    }
+    accepted
+}
 
-    // A real model directory: the smoke config, one epoch on the sample, on the CPU.
-    let trained = tempfile::tempdir().unwrap();
-    let config_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
-    let mut config = TrainConfig::load(&config_path).unwrap();
-    config.training.epochs = 1;
-    let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
-    let destination = Destination {
-        model: trained.path(),
-        checkpoints: trained.path().join("checkpoints"),
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => files_under(&entry.path()),
+            _ => vec![entry.path()],
+        })
+        .collect()
+}
+
+/// The smoke config for one epoch, W&B off, in `dir`.
+fn smoke_config(dir: &Path) -> std::path::PathBuf {
+    let smoke = project_files("configs", &["smoke.toml"]).remove(0);
+    let mut text = String::from_utf8(smoke).unwrap();
+    text.push_str("\n[wandb]\nmode = \"disabled\"\n");
+    let path = dir.join("smoke.toml");
+    std::fs::write(&path, text.replace("epochs = 2", "epochs = 1")).unwrap();
+    path
+}
+
+/// A model directory trained on the sample (smoke config, one epoch, on the CPU).
+fn trained_model(dir: &Path) -> ModelDir {
+    let config = TrainConfig::load(&smoke_config(dir)).unwrap();
+    let checkpoints = Checkpoints {
+        dir: dir.join("checkpoints"),
         resume: false,
     };
+    let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
     let splits = dataset::bundled_sample().unwrap();
-    train::train(&config, &splits, &cpu, &destination, &mut Sinks::default()).unwrap();
-    let files = [CARD, WEIGHTS];
+    let model = train::train(&config, &splits, &cpu, &checkpoints, &mut Sinks::default()).unwrap();
+    let model_dir = ModelDir::new(dir.join("model"));
+    (model_dir.write(&model.network, &model.card, &model.curves)).unwrap();
+    model_dir
+}
+
+#[test]
+fn model_directories_loaded_and_through_infer() {
+    let trained = tempfile::tempdir().unwrap();
+    let model = trained_model(trained.path());
+    let files = [ModelDir::CARD, ModelDir::WEIGHTS];
     let originals: Vec<Vec<u8>> = files
         .iter()
-        .map(|name| std::fs::read(trained.path().join(name)).unwrap())
+        .map(|name| std::fs::read(model.path().join(name)).unwrap())
         .collect();
+    let digits = trained.path().join("digits");
+    std::fs::create_dir(&digits).unwrap();
+    std::fs::write(digits.join("digits.csv"), sample_csv(4, None)).unwrap();
+    let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
 
+    let spoil = |dir: &Path, spoilt: usize, spoilt_bytes: &[u8]| {
+        for (i, (name, original)) in files.iter().zip(&originals).enumerate() {
+            let bytes = if i == spoilt { spoilt_bytes } else { original };
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    };
+    fuzz("model directory", 600, &originals, |dir, spoilt, bytes| {
+        spoil(dir, spoilt, bytes);
+        ModelDir::new(dir).load(&cpu.device).is_ok()
+    });
+    fuzz("infer, model", 150, &originals, |dir, spoilt, bytes| {
+        let model = dir.join("model");
+        std::fs::create_dir_all(&model).unwrap();
+        spoil(&model, spoilt, bytes);
+        let args = InferArgs {
+            model,
+            input: digits.clone(),
+            output: dir.join("out"),
+            backend: BackendChoice::Cpu,
+        };
+        stage(&args.output, || infer::run(&args))
+    });
+}
+
+#[test]
+fn stages_refusing_input_leave_no_output() {
+    let trained = tempfile::tempdir().unwrap();
+    let model = trained_model(trained.path());
+
+    // parse: one of the four IDX files spoilt.
+    let idx = [
+        ("train-images-idx3-ubyte", sample::TRAIN_IMAGES),
+        ("train-labels-idx1-ubyte", sample::TRAIN_LABELS),
+        ("t10k-images-idx3-ubyte", sample::TEST_IMAGES),
+        ("t10k-labels-idx1-ubyte", sample::TEST_LABELS),
+    ]
+    .map(|(name, gz)| (name, idx_head(&gunzip(gz), 16)));
+    let originals: Vec<Vec<u8>> = idx.iter().map(|(_, bytes)| bytes.clone()).collect();
+    fuzz("parse", 300, &originals, |dir, spoilt, spoilt_bytes| {
+        let input = dir.join("idx");
+        std::fs::create_dir_all(&input).unwrap();
+        for (i, (name, original)) in idx.iter().enumerate() {
+            let bytes = if i == spoilt { spoilt_bytes } else { original };
+            std::fs::write(input.join(name), bytes).unwrap();
+        }
+        let args = ParseArgs {
+            input,
+            output: dir.join("out"),
+        };
+        stage(&args.output, || parse::run(&args))
+    });
+
+    // train: train.csv spoilt.
+    let labelled = sample_csv(16, Some(LabelColumn::First));
+    let config = smoke_config(trained.path());
     fuzz(
-        "model directory",
-        600,
-        &originals,
-        |dir, spoilt, spoilt_bytes| {
-            for (i, (name, original)) in files.iter().zip(&originals).enumerate() {
-                let bytes = if i == spoilt { spoilt_bytes } else { original };
-                std::fs::write(dir.join(name), bytes).unwrap();
-            }
-            LoadedModel::load(dir, &cpu.device).is_ok()
+        "train",
+        120,
+        std::slice::from_ref(&labelled),
+        |dir, _, bytes| {
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("train.csv"), bytes).unwrap();
+            std::fs::write(data.join("test.csv"), &labelled).unwrap();
+            let args = TrainArgs {
+                config: config.clone(),
+                data: Some(data),
+                output: dir.join("out"),
+                epochs: None,
+                batch_size: None,
+                lr: None,
+                seed: None,
+                resume: false,
+                checkpoint_dir: None,
+                backend: BackendChoice::Cpu,
+                wandb_key_file: None,
+            };
+            stage(&args.output, || train::run(&args))
+        },
+    );
+
+    // stats: test.csv spoilt.
+    fuzz(
+        "stats",
+        300,
+        std::slice::from_ref(&labelled),
+        |dir, _, bytes| {
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("test.csv"), bytes).unwrap();
+            let args = StatsArgs {
+                model: model.path().to_owned(),
+                data: Some(data),
+                output: dir.join("out"),
+                backend: BackendChoice::Cpu,
+            };
+            stage(&args.output, || stats::run(&args))
+        },
+    );
+
+    // infer: a CSV or a PNG spoilt, beside an intact one.
+    let mut inputs = project_files("data/digits", &["digit-2.png"]);
+    inputs.push(sample_csv(4, None));
+    fuzz("infer", 300, &inputs, |dir, which, bytes| {
+        let input = dir.join("digits");
+        let _ = std::fs::remove_dir_all(&input);
+        std::fs::create_dir_all(&input).unwrap();
+        let (spoilt, intact) = if which == 0 {
+            ("spoilt.png", "intact.csv")
+        } else {
+            ("spoilt.csv", "intact.png")
+        };
+        std::fs::write(input.join(spoilt), bytes).unwrap();
+        std::fs::write(input.join(intact), &inputs[1 - which]).unwrap();
+        let args = InferArgs {
+            model: model.path().to_owned(),
+            input,
+            output: dir.join("out"),
+            backend: BackendChoice::Cpu,
+        };
+        stage(&args.output, || infer::run(&args))
+    });
+
+    // image: an inference output (label last) spoilt.
+    let predicted = sample_csv(8, Some(LabelColumn::Last));
+    fuzz(
+        "image",
+        300,
+        std::slice::from_ref(&predicted),
+        |dir, _, bytes| {
+            let input = dir.join("inference");
+            std::fs::create_dir_all(&input).unwrap();
+            std::fs::write(input.join("digits.csv"), bytes).unwrap();
+            let args = ImageArgs {
+                input,
+                output: dir.join("out"),
+                grid: false,
+                scale: 4,
+                delay: 50,
+                limit: 1000,
+            };
+            stage(&args.output, || image::run(&args))
         },
     );
 }

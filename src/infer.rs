@@ -11,7 +11,7 @@ use crate::backend::{self, BackendChoice};
 use crate::data::Images;
 use crate::evaluate;
 use crate::input_files;
-use crate::model_dir::LoadedModel;
+use crate::model_dir::ModelDir;
 use crate::output::AtomicFile;
 use crate::pixels_csv::{self, LabelColumn, RowWriter};
 use crate::png_digit;
@@ -34,7 +34,7 @@ pub struct InferArgs {
 
 pub fn run(args: &InferArgs) -> Result<()> {
     let backend = backend::select(args.backend, None)?;
-    let model = LoadedModel::load(&args.model, &backend.device)?;
+    let model = ModelDir::new(&args.model).load(&backend.device)?;
     let shape = model.card.input;
     let inputs = input_files::find(&args.input, &["csv", "png"])?;
 

@@ -118,7 +118,7 @@ fn run() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err:#}");
             if err.is::<train::Stopped>() {
-                ExitCode::from(train::STOPPED_EXIT_CODE)
+                ExitCode::from(train::Stopped::EXIT_CODE)
             } else {
                 ExitCode::FAILURE
             }

@@ -109,3 +109,34 @@ impl MetricsSink for Sinks<'_> {
         self.0.iter().any(|s| s.stop_requested())
     }
 }
+
+/// An absent sink takes nothing.
+impl<S: MetricsSink> MetricsSink for Option<S> {
+    fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
+        if let Some(sink) = self {
+            sink.step(step, metrics);
+        }
+    }
+
+    fn started(&mut self, seconds: f64) {
+        if let Some(sink) = self {
+            sink.started(seconds);
+        }
+    }
+
+    fn epoch(&mut self, metrics: &EpochMetrics) {
+        if let Some(sink) = self {
+            sink.epoch(metrics);
+        }
+    }
+
+    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
+        if let Some(sink) = self {
+            sink.finished(test_accuracy, test_loss);
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.as_ref().is_some_and(MetricsSink::stop_requested)
+    }
+}

@@ -1,6 +1,6 @@
 //! The model directory that `mnist train` writes and the other stages read: the weights
-//! (`model.bpk`), the card describing them (`model.json`) and the training curves
-//! (`metrics.json`).
+//! (`model.bpk`), the card describing them and the test figures (`model.json`), and the training
+//! curves (`metrics.json`). Each figure is stored in one of them only.
 
 use std::path::{Path, PathBuf};
 
@@ -12,11 +12,14 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendInfo;
 use crate::config::TrainConfig;
 use crate::metrics::EpochMetrics;
+use crate::output;
 use crate::pachyderm::Provenance;
 
-pub const WEIGHTS: &str = "model.bpk";
-pub const CARD: &str = "model.json";
-pub const METRICS: &str = "metrics.json";
+/// A model directory, named by its path; it alone knows the names of the files in it.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    path: PathBuf,
+}
 
 /// `model.json`: everything needed to rebuild, use and trace a trained network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,7 +35,8 @@ pub struct ModelCard {
     pub dataset: DatasetInfo,
     pub backend: BackendInfo,
     pub training: TrainingInfo,
-    pub metrics: FinalMetrics,
+    /// The trained network on the test split; the per-epoch figures are in `metrics.json`.
+    pub metrics: TestMetrics,
     /// The Pachyderm job, datum and input commits, when trained in a pipeline.
     pub provenance: Option<Provenance>,
     /// Version of the `mnist` tool that trained the model.
@@ -51,7 +55,6 @@ pub struct DatasetInfo {
 pub struct TrainingInfo {
     pub epochs: usize,
     pub steps: usize,
-    pub seed: u64,
     pub seconds: f64,
     pub samples_per_second: f64,
     /// Epochs this run continued from a checkpoint, if it did.
@@ -59,22 +62,16 @@ pub struct TrainingInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FinalMetrics {
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub validation_loss: Option<f64>,
-    pub validation_accuracy: Option<f64>,
+pub struct TestMetrics {
     pub test_loss: f64,
     pub test_accuracy: f64,
 }
 
-/// `metrics.json`: the per-epoch curves and the final test figures.
+/// `metrics.json`: the figures of every epoch, in order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MetricsFile {
+#[serde(deny_unknown_fields)]
+pub struct Curves {
     pub epochs: Vec<EpochMetrics>,
-    pub test_loss: f64,
-    pub test_accuracy: f64,
-    pub backend: BackendInfo,
 }
 
 /// A trained model read back from its directory.
@@ -83,14 +80,51 @@ pub struct LoadedModel {
     pub network: Network,
 }
 
-impl LoadedModel {
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+impl ModelDir {
+    pub const WEIGHTS: &str = "model.bpk";
+    pub const CARD: &str = "model.json";
+    pub const CURVES: &str = "metrics.json";
+
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where checkpoints go unless told otherwise.
+    pub fn default_checkpoints(&self) -> PathBuf {
+        self.path.join("checkpoints")
+    }
+
+    /// The files of a complete model directory, by name.
+    pub fn files(&self) -> Vec<(&'static str, PathBuf)> {
+        [Self::WEIGHTS, Self::CARD, Self::CURVES]
+            .into_iter()
+            .map(|name| (name, self.path.join(name)))
+            .collect()
+    }
+
+    /// Writes a trained model. The card goes last: its presence marks a complete directory.
+    pub fn write(&self, network: &Network, card: &ModelCard, curves: &Curves) -> Result<()> {
+        output::write_file(
+            &self.path.join(Self::WEIGHTS),
+            &model::save_weights(network)?,
+        )?;
+        output::write_json(&self.path.join(Self::CURVES), curves)?;
+        output::write_json(&self.path.join(Self::CARD), card)
+    }
+
+    /// Reads the model back, its card checked against itself before the weights are loaded.
+    pub fn load(&self, device: &Device) -> Result<LoadedModel> {
+        let dir = &self.path;
         anyhow::ensure!(
             dir.is_dir(),
             "{}: no such model directory (write one with `mnist train`)",
             dir.display()
         );
-        let card_path = dir.join(CARD);
+        let card_path = dir.join(Self::CARD);
         let text = std::fs::read_to_string(&card_path).with_context(|| {
             format!(
                 "{}: cannot read the model card (is {} a model directory written by `mnist train`?)",
@@ -108,17 +142,12 @@ impl LoadedModel {
                 card.input.width
             )
         })?;
-        let weights_path = dir.join(WEIGHTS);
+        let weights_path = dir.join(Self::WEIGHTS);
         let bytes = std::fs::read(&weights_path)
             .with_context(|| format!("{}: cannot read the weights", weights_path.display()))?;
         let network =
             model::load_weights(&card.config.model, card.input, card.classes, bytes, device)
                 .with_context(|| weights_path.display().to_string())?;
-        Ok(Self { card, network })
+        Ok(LoadedModel { card, network })
     }
-}
-
-/// Where checkpoints of a model directory go.
-pub fn checkpoints_dir(dir: &Path) -> PathBuf {
-    dir.join("checkpoints")
 }

@@ -12,7 +12,7 @@ use crate::backend::{self, BackendChoice};
 use crate::data::CLASSES;
 use crate::dataset;
 use crate::evaluate::DeviceData;
-use crate::model_dir::LoadedModel;
+use crate::model_dir::ModelDir;
 use crate::output;
 
 /// Weights closer to zero than this count as near-zero.
@@ -79,7 +79,7 @@ pub struct ClassFigures {
 
 pub fn run(args: &StatsArgs) -> Result<()> {
     let backend = backend::select(args.backend, None)?;
-    let model = LoadedModel::load(&args.model, &backend.device)?;
+    let model = ModelDir::new(&args.model).load(&backend.device)?;
     let evaluation = match &args.data {
         Some(dir) => {
             let test = dataset::load_test(dir)?;

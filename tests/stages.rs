@@ -59,7 +59,12 @@ fn train_writes_a_complete_model_directory_that_resumes() {
     let epochs = metrics["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 2);
     assert!(epochs[1]["validation_accuracy"].as_f64().unwrap() > 0.8);
-    assert_eq!(metrics["test_accuracy"].as_f64().unwrap(), accuracy);
+    // Each figure in one file: the curves here, the test figures and the backend in the card.
+    assert_eq!(
+        metrics.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["epochs"]
+    );
+    assert!(card["training"].get("seed").is_none());
 }
 
 #[test]

@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::metrics::EpochMetrics;
+use crate::model_dir::ModelDir;
 use crate::output;
 
 const STATE: &str = "state.json";
-const WEIGHTS: &str = "model.bpk";
+/// The network's weights, in the same file as in a model directory.
+const WEIGHTS: &str = ModelDir::WEIGHTS;
 const OPTIMIZER: &str = "optimizer.bpk";
 
 #[derive(Debug, Serialize, Deserialize)]

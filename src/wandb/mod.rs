@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
-pub use run::WandbRun;
+pub use run::{Report, WandbRun};
 pub use settings::{Mode, WandbConfig};
 
 /// How long the end of a run may take to deliver.
@@ -129,22 +129,6 @@ fn new_run_id() -> String {
         .collect()
 }
 
-/// The files of a model directory that a run uploads, by their W&B names.
-pub fn run_files(model_dir: &Path, config: &Path) -> Vec<(String, PathBuf)> {
-    let mut files: Vec<(String, PathBuf)> = ["model.bpk", "model.json", "metrics.json"]
-        .iter()
-        .map(|name| (name.to_string(), model_dir.join(name)))
-        .filter(|(_, path)| path.is_file())
-        .collect();
-    if config.is_file() {
-        let name = config
-            .file_name()
-            .map_or("config.toml".into(), |n| n.to_string_lossy().into_owned());
-        files.push((name, config.to_owned()));
-    }
-    files
-}
-
 fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
     pairs
         .iter()
@@ -153,19 +137,33 @@ fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
         .collect()
 }
 
-/// The run's summary: the final and best figures, built from what training reported.
-#[derive(Default)]
-pub struct Summary {
-    figures: Map<String, Value>,
+/// A run as a metrics sink: logs each report as a history row (and its console line), and
+/// keeps the summary (the final and best figures) for the end of the run.
+pub struct WandbSink {
+    run: WandbRun,
+    summary: Map<String, Value>,
 }
 
-/// Logs each report as a history row (and its console line), and keeps the summary.
-pub struct WandbSink<'a> {
-    pub run: &'a mut WandbRun,
-    pub summary: &'a mut Summary,
+impl WandbSink {
+    pub fn new(run: WandbRun) -> Self {
+        Self {
+            run,
+            summary: Map::new(),
+        }
+    }
+
+    /// Ends the run with its exit code and files; see [`WandbRun::finish`].
+    pub fn finish(
+        self,
+        exit_code: i32,
+        files: Vec<(String, PathBuf)>,
+        deadline: Duration,
+    ) -> Report {
+        self.run.finish(exit_code, self.summary, files, deadline)
+    }
 }
 
-impl MetricsSink for WandbSink<'_> {
+impl MetricsSink for WandbSink {
     fn stop_requested(&self) -> bool {
         self.run.stop_requested()
     }
@@ -194,7 +192,7 @@ impl MetricsSink for WandbSink<'_> {
             ("epoch/samples_per_second", json!(m.samples_per_second)),
         ]));
         self.run.console(&m.line());
-        let figures = &mut self.summary.figures;
+        let figures = &mut self.summary;
         figures.insert("train/loss".into(), json!(m.train_loss));
         figures.insert("train/accuracy".into(), json!(m.train_accuracy));
         figures.insert("epoch".into(), json!(m.epoch));
@@ -214,14 +212,8 @@ impl MetricsSink for WandbSink<'_> {
             ("test/accuracy", json!(test_accuracy)),
             ("test/loss", json!(test_loss)),
         ]));
-        let figures = &mut self.summary.figures;
+        let figures = &mut self.summary;
         figures.insert("test/accuracy".into(), json!(test_accuracy));
         figures.insert("test/loss".into(), json!(test_loss));
-    }
-}
-
-impl Summary {
-    pub fn into_map(self) -> Map<String, Value> {
-        self.figures
     }
 }
