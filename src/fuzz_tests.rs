@@ -65,7 +65,10 @@ fn mutate(rng: &mut StdRng, original: &[u8]) -> Vec<u8> {
         5 => {
             let ends: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == b'\n').collect();
             if let Some(&end) = ends.get(rng.random_range(0..ends.len().max(1))) {
-                let start = bytes[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let start = bytes[..end]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
                 let line = bytes[start..=end].to_vec();
                 if rng.random() {
                     bytes.drain(start..=end);

@@ -1,5 +1,5 @@
-//! What training reports while it runs, and the sinks that receive it: the console here; the
-//! W&B logger plugs in beside it.
+//! What training reports while it runs, and the trait of the sinks that receive it: the
+//! console (`console`) and the W&B run (`wandb`).
 
 use serde::{Deserialize, Serialize};
 
