@@ -24,7 +24,7 @@ pub enum BackendChoice {
     Cpu,
 }
 
-/// What the stages ran on, as recorded in `model.json`, `metrics.json` and the log.
+/// What the stages ran on, as recorded in `model.json` and the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendInfo {
     /// `cpu` or `wgpu`.

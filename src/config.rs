@@ -21,6 +21,24 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     #[serde(default)]
     pub wandb: WandbConfig,
+    /// Set in the configs `mnist sweep` writes: which sweep and trial this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepTrial>,
+}
+
+/// A trial of a sweep: the sweep, the trial's name, and the parameters it set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepTrial {
+    /// The sweep's name.
+    pub sweep: String,
+    /// The W&B sweep the trial's run joins, when the sweep was created in W&B.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The trial's name (`trial-003_lr=0.001`), which also names its config and model.
+    pub trial: String,
+    /// Dotted keys (`optimizer.lr`) and the values this trial gave them.
+    pub parameters: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// How pixels 0..255 become network inputs. (Variants without data are written as empty

@@ -15,6 +15,7 @@ mod idx;
 mod image;
 mod infer;
 mod input_files;
+mod leaderboard;
 mod metrics;
 mod model_dir;
 mod output;
@@ -23,7 +24,9 @@ mod panic_report;
 mod parse;
 mod pixels_csv;
 mod png_digit;
+mod select;
 mod stats;
+mod sweep;
 mod train;
 mod walk;
 mod wandb;
@@ -53,6 +56,10 @@ enum Command {
     Parse(parse::ParseArgs),
     /// Train a network from a TOML config and write a model directory.
     Train(train::TrainArgs),
+    /// Write one training config per trial of a sweep file; with --run, train and rank them.
+    Sweep(sweep::SweepArgs),
+    /// Rank the model directories under a directory and copy the best one out.
+    Select(select::SelectArgs),
     /// Classify CSV rows or PNG images with a trained model.
     Infer(infer::InferArgs),
     /// Parameter statistics of a model and, with labelled data, its accuracy per class.
@@ -104,6 +111,8 @@ fn run() -> ExitCode {
     let result = in_thread_pool(cli.threads, || match &cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Train(args) => train::run(args),
+        Command::Sweep(args) => sweep::run(args),
+        Command::Select(args) => select::run(args),
         Command::Infer(args) => infer::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Image(args) => image::run(args),

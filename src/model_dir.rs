@@ -39,6 +39,9 @@ pub struct ModelCard {
     pub metrics: TestMetrics,
     /// The Pachyderm job, datum and input commits, when trained in a pipeline.
     pub provenance: Option<Provenance>,
+    /// The W&B run that trained the model, when it was logged online.
+    #[serde(default)]
+    pub wandb_run: Option<String>,
     /// Version of the `mnist` tool that trained the model.
     pub crate_version: String,
 }
@@ -98,9 +101,9 @@ impl ModelDir {
         self.path.join("checkpoints")
     }
 
-    /// The files of a complete model directory, by name.
+    /// The files of a complete model directory, by name, the card last (as they are written).
     pub fn files(&self) -> Vec<(&'static str, PathBuf)> {
-        [Self::WEIGHTS, Self::CARD, Self::CURVES]
+        [Self::WEIGHTS, Self::CURVES, Self::CARD]
             .into_iter()
             .map(|name| (name, self.path.join(name)))
             .collect()
@@ -116,8 +119,31 @@ impl ModelDir {
         output::write_json(&self.path.join(Self::CARD), card)
     }
 
+    /// Copies the model to `to`, the card last.
+    pub fn copy_to(&self, to: &ModelDir) -> Result<()> {
+        for (name, path) in self.files() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            output::write_file(&to.path.join(name), &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Reads the model back, its card checked against itself before the weights are loaded.
     pub fn load(&self, device: &Device) -> Result<LoadedModel> {
+        let card = self.card()?;
+        let dir = &self.path;
+        let weights_path = dir.join(Self::WEIGHTS);
+        let bytes = std::fs::read(&weights_path)
+            .with_context(|| format!("{}: cannot read the weights", weights_path.display()))?;
+        let network =
+            model::load_weights(&card.config.model, card.input, card.classes, bytes, device)
+                .with_context(|| weights_path.display().to_string())?;
+        Ok(LoadedModel { card, network })
+    }
+
+    /// The card alone, checked against itself.
+    pub fn card(&self) -> Result<ModelCard> {
         let dir = &self.path;
         anyhow::ensure!(
             dir.is_dir(),
@@ -142,12 +168,15 @@ impl ModelDir {
                 card.input.width
             )
         })?;
-        let weights_path = dir.join(Self::WEIGHTS);
-        let bytes = std::fs::read(&weights_path)
-            .with_context(|| format!("{}: cannot read the weights", weights_path.display()))?;
-        let network =
-            model::load_weights(&card.config.model, card.input, card.classes, bytes, device)
-                .with_context(|| weights_path.display().to_string())?;
-        Ok(LoadedModel { card, network })
+        Ok(card)
+    }
+
+    /// The training curves.
+    pub fn curves(&self) -> Result<Curves> {
+        let path = self.path.join(Self::CURVES);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read the curves", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("{}: invalid curves: {err}", path.display()))
     }
 }

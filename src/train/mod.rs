@@ -83,7 +83,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &args.checkpoints(),
         tracking.sink(),
     )
-    .and_then(|trained| {
+    .and_then(|mut trained| {
+        trained.card.wandb_run = tracking.url();
         model_dir.write(&trained.network, &trained.card, &trained.curves)?;
         Ok(trained)
     });

@@ -15,7 +15,7 @@ use crate::data::Splits;
 use crate::metrics::MetricsSink;
 use crate::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
-use crate::wandb::{self, WandbSink};
+use crate::wandb::{self, NewRun, WandbSink};
 
 /// The W&B run of one training, if there is one.
 pub struct Tracking {
@@ -32,16 +32,26 @@ impl Tracking {
     ) -> Result<Self> {
         let provenance = Provenance::from_env();
         let run_config = run_config(config, splits, backend, provenance.as_ref())?;
+        let trial = config.sweep.as_ref();
         let run = wandb::start(
             &config.wandb,
             key_file,
-            &run_config,
-            provenance.as_ref(),
-            model_dir.path(),
+            &NewRun {
+                config: &run_config,
+                provenance: provenance.as_ref(),
+                name: trial.map(|trial| trial.trial.as_str()),
+                sweep_id: trial.and_then(|trial| trial.id.as_deref()),
+                root: model_dir.path(),
+            },
         )?;
         Ok(Self {
             sink: run.map(WandbSink::new),
         })
+    }
+
+    /// The run's page in W&B, once the server has created it.
+    pub fn url(&self) -> Option<String> {
+        self.sink.as_ref().and_then(WandbSink::url)
     }
 
     /// Where training reports to.
@@ -78,7 +88,8 @@ impl Tracking {
     }
 }
 
-/// The run's config as W&B shows it: the training config's sections, and what it ran on.
+/// The run's config as W&B shows it: the training config's sections, what it ran on, and for a
+/// sweep's trial the parameters it set at the top level, where W&B's sweep views look.
 fn run_config(
     config: &TrainConfig,
     splits: &Splits,
@@ -100,6 +111,9 @@ fn run_config(
     );
     if let Some(provenance) = provenance {
         map.insert("pachyderm".into(), serde_json::to_value(provenance)?);
+    }
+    if let Some(trial) = &config.sweep {
+        map.extend(trial.parameters.clone());
     }
     Ok(map)
 }

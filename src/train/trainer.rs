@@ -170,6 +170,7 @@ pub fn train(
             test_accuracy: test.accuracy,
         },
         provenance: Provenance::from_env(),
+        wandb_run: None,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     Ok(Trained {

@@ -7,6 +7,7 @@ mod offline;
 mod run;
 mod settings;
 mod spec;
+mod sweep;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -19,33 +20,42 @@ use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
 pub use run::{Report, WandbRun};
 pub use settings::{Mode, WandbConfig};
+pub use sweep::create_sweep;
 
 /// How long the end of a run may take to deliver.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(60);
 
-/// Starts a run as the settings and the environment say, or explains why there is none.
-/// `config` is the run's config, each top-level key becoming one W&B config entry.
-/// Offline runs (and what an online run could not deliver) go under `WANDB_DIR`, else `root`.
-pub fn start(
-    settings: &WandbConfig,
-    key_file: Option<&Path>,
-    config: &Map<String, Value>,
-    provenance: Option<&Provenance>,
-    root: &Path,
-) -> Result<Option<WandbRun>> {
-    start_with(settings, key_file, config, provenance, root, &|name| {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    })
+/// A run to start, beyond the settings: its config and what names it.
+pub struct NewRun<'a> {
+    /// Each top-level key becomes one W&B config entry.
+    pub config: &'a Map<String, Value>,
+    pub provenance: Option<&'a Provenance>,
+    /// The run's name, when the environment (`WANDB_NAME`) does not give one.
+    pub name: Option<&'a str>,
+    /// The W&B sweep the run joins.
+    pub sweep_id: Option<&'a str>,
+    /// Where offline runs (and what an online run could not deliver) go, unless `WANDB_DIR`
+    /// says otherwise.
+    pub root: &'a Path,
 }
 
-fn start_with(
-    settings: &WandbConfig,
-    key_file: Option<&Path>,
-    config: &Map<String, Value>,
-    provenance: Option<&Provenance>,
-    root: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<WandbRun>> {
+/// How this process reaches W&B, as the settings and the environment say.
+enum Connection {
+    Disabled,
+    Offline,
+    Online(client::Client),
+}
+
+/// A variable of the environment, unset when empty.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn base_url() -> String {
+    env("WANDB_BASE_URL").unwrap_or_else(|| settings::DEFAULT_BASE_URL.into())
+}
+
+fn connect(settings: &WandbConfig, key_file: Option<&Path>) -> Result<Connection> {
     let mode = match env("WANDB_MODE").as_deref() {
         Some("online" | "run") => Mode::Online,
         Some("offline") => Mode::Offline,
@@ -53,32 +63,48 @@ fn start_with(
         Some(other) => bail!("WANDB_MODE={other}: expected online, offline or disabled"),
         None => settings.mode.unwrap_or(Mode::Online),
     };
-    if mode == Mode::Disabled {
-        eprintln!("wandb: disabled");
-        return Ok(None);
+    match mode {
+        Mode::Disabled => {
+            eprintln!("wandb: disabled");
+            return Ok(Connection::Disabled);
+        }
+        Mode::Offline => return Ok(Connection::Offline),
+        Mode::Online => {}
     }
-    let base_url = env("WANDB_BASE_URL").unwrap_or_else(|| settings::DEFAULT_BASE_URL.into());
-    let client = if mode == Mode::Offline {
-        eprintln!("wandb: offline: the run is written for `wandb sync`");
-        None
-    } else {
-        let (key, source) = match settings::find_key(env, key_file, &base_url) {
-            Ok(found) => found,
-            Err(looked) if settings.required => bail!(
-                "W&B is required (wandb.required) but no API key was found; looked in: {}",
+    let base_url = base_url();
+    let (key, source) = match settings::find_key(&env, key_file, &base_url) {
+        Ok(found) => found,
+        Err(looked) if settings.required => bail!(
+            "W&B is required (wandb.required) but no API key was found; looked in: {}",
+            looked.join(", ")
+        ),
+        Err(looked) => {
+            eprintln!(
+                "wandb: warning: no API key (looked in: {}); going on without W&B",
                 looked.join(", ")
-            ),
-            Err(looked) => {
-                eprintln!(
-                    "wandb: warning: no API key (looked in: {}); training goes on without W&B",
-                    looked.join(", ")
-                );
-                return Ok(None);
-            }
-        };
-        eprintln!("wandb: API key from {source}, server {base_url}");
-        Some(client::Client::new(&base_url, &key))
+            );
+            return Ok(Connection::Disabled);
+        }
     };
+    eprintln!("wandb: API key from {source}, server {base_url}");
+    Ok(Connection::Online(client::Client::new(&base_url, &key)))
+}
+
+/// Starts a run as the settings and the environment say, or explains why there is none.
+pub fn start(
+    settings: &WandbConfig,
+    key_file: Option<&Path>,
+    run: &NewRun,
+) -> Result<Option<WandbRun>> {
+    let client = match connect(settings, key_file)? {
+        Connection::Disabled => return Ok(None),
+        Connection::Offline => {
+            eprintln!("wandb: offline: the run is written for `wandb sync`");
+            None
+        }
+        Connection::Online(client) => Some(client),
+    };
+    let provenance = run.provenance;
     let pipeline = provenance.and_then(|p| p.pipeline.clone());
     let mut tags = settings.tags.clone();
     if let Some(extra) = env("WANDB_TAGS") {
@@ -92,14 +118,13 @@ fn start_with(
     }
     let spec = spec::RunSpec {
         entity: settings.entity.clone().or_else(|| env("WANDB_ENTITY")),
-        project: settings
-            .project
-            .clone()
-            .or_else(|| env("WANDB_PROJECT"))
+        project: project(settings)
             .or_else(|| pipeline.clone())
             .unwrap_or_else(|| "mnist".into()),
         run_id: env("WANDB_RUN_ID").unwrap_or_else(new_run_id),
-        display_name: env("WANDB_NAME").or_else(|| provenance.and_then(|p| p.job_id.clone())),
+        display_name: env("WANDB_NAME")
+            .or_else(|| run.name.map(String::from))
+            .or_else(|| provenance.and_then(|p| p.job_id.clone())),
         group: env("WANDB_RUN_GROUP").or(pipeline),
         job_type: "train".into(),
         tags,
@@ -109,16 +134,22 @@ fn start_with(
             .map(|h| h.trim().to_owned())
             .or_else(|| env("HOSTNAME")),
         program: "mnist train".into(),
+        sweep: run.sweep_id.map(String::from),
         config: Value::Object(
-            config
+            run.config
                 .iter()
                 .map(|(key, value)| (key.clone(), json!({ "value": value })))
                 .collect(),
         ),
-        base_url: base_url.clone(),
+        base_url: base_url(),
     };
-    let offline_root = env("WANDB_DIR").map_or_else(|| root.to_owned(), PathBuf::from);
+    let offline_root = env("WANDB_DIR").map_or_else(|| run.root.to_owned(), PathBuf::from);
     Ok(Some(WandbRun::start(client, spec, offline_root)))
+}
+
+/// The project runs go to: the settings', else `WANDB_PROJECT`.
+fn project(settings: &WandbConfig) -> Option<String> {
+    settings.project.clone().or_else(|| env("WANDB_PROJECT"))
 }
 
 /// Eight characters of [a-z0-9], as W&B's own run ids.
@@ -150,6 +181,11 @@ impl WandbSink {
             run,
             summary: Map::new(),
         }
+    }
+
+    /// The run's page, once the server has created the run.
+    pub fn url(&self) -> Option<String> {
+        self.run.url()
     }
 
     /// Ends the run with its exit code and files; see [`WandbRun::finish`].

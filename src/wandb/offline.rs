@@ -107,6 +107,7 @@ mod run {
     pub const DISPLAY_NAME: u32 = 8;
     pub const NOTES: u32 = 9;
     pub const TAGS: u32 = 10;
+    pub const SWEEP_ID: u32 = 12;
     pub const HOST: u32 = 13;
     pub const START_TIME: u32 = 17;
 }
@@ -214,6 +215,7 @@ impl OfflineRun<'_> {
             run = run.string(run::TAGS, tag);
         }
         let run = run
+            .string(run::SWEEP_ID, spec.sweep.as_deref().unwrap_or(""))
             .string(run::HOST, spec.host.as_deref().unwrap_or(""))
             .message(run::START_TIME, start_time);
         record(Message::default().message(record::RUN, run));
@@ -370,6 +372,7 @@ mod tests {
             ("RunRecord.display_name", run::DISPLAY_NAME.into()),
             ("RunRecord.notes", run::NOTES.into()),
             ("RunRecord.tags", run::TAGS.into()),
+            ("RunRecord.sweep_id", run::SWEEP_ID.into()),
             ("RunRecord.host", run::HOST.into()),
             ("RunRecord.start_time", run::START_TIME.into()),
             ("Timestamp.seconds", timestamp::SECONDS.into()),

@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
@@ -96,6 +96,8 @@ pub struct WandbRun {
     sender: SyncSender<Message>,
     /// Set when the server answers `{"stopped": true}`: someone stopped the run in W&B.
     stopped: Arc<AtomicBool>,
+    /// The run's page, once the server has created it.
+    url: Arc<OnceLock<String>>,
     /// Messages the full queue could not take yet; training never blocks on it.
     backlog: VecDeque<Message>,
     /// Where the thread's report arrives when it is done.
@@ -113,23 +115,31 @@ impl WandbRun {
         let started = Instant::now();
         let stopped = Arc::new(AtomicBool::new(false));
         let flag = stopped.clone();
+        let url = Arc::new(OnceLock::new());
+        let created = url.clone();
         // Detached: if the server holds the end of the run past its deadline, the process
         // ends without it.
         std::thread::Builder::new()
             .name("wandb".into())
             .spawn(move || {
-                let worker = Worker::new(client, spec, flag, started, offline_root);
+                let worker = Worker::new(client, spec, flag, created, started, offline_root);
                 let _ = report_sender.send(worker.run(receiver));
             })
             .expect("spawning the W&B thread");
         Self {
             sender,
             stopped,
+            url,
             backlog: VecDeque::new(),
             report,
             started,
             next_step: 0,
         }
+    }
+
+    /// The run's page in W&B, if the server has created the run by now.
+    pub fn url(&self) -> Option<String> {
+        self.url.get().cloned()
     }
 
     /// Whether the run was stopped from W&B.
@@ -225,6 +235,7 @@ struct Worker {
     report: Report,
     last_sent: Instant,
     stopped: Arc<AtomicBool>,
+    created: Arc<OnceLock<String>>,
     system: SystemSampler,
     last_sample: Option<Instant>,
 }
@@ -234,6 +245,7 @@ impl Worker {
         client: Option<Client>,
         spec: RunSpec,
         stopped: Arc<AtomicBool>,
+        created: Arc<OnceLock<String>>,
         started: Instant,
         offline_root: PathBuf,
     ) -> Self {
@@ -244,6 +256,7 @@ impl Worker {
             started_at: SystemTime::now(),
             history: Vec::new(),
             stopped,
+            created,
             system: SystemSampler::new(started),
             last_sample: None,
             names: None,
@@ -311,7 +324,7 @@ impl Worker {
             "groupName": s.group, "description": null, "displayName": s.display_name,
             "notes": s.notes, "commit": null, "config": s.config.to_string(), "host": s.host,
             "debug": null, "program": s.program, "repo": null, "jobType": s.job_type,
-            "state": null, "sweep": null, "tags": s.tags, "summaryMetrics": null,
+            "state": null, "sweep": s.sweep, "tags": s.tags, "summaryMetrics": null,
         });
         let Some(client) = &self.client else {
             return Ok(());
@@ -335,6 +348,7 @@ impl Worker {
             names.2
         );
         eprintln!("wandb: run {url}");
+        let _ = self.created.set(url.clone());
         self.report.url = Some(url);
         self.names = Some(names);
         Ok(())
@@ -474,7 +488,7 @@ impl Worker {
 }
 
 /// The web app's address for an API address: `https://api.wandb.ai` → `https://wandb.ai`.
-fn app_url(base: &str) -> String {
+pub(super) fn app_url(base: &str) -> String {
     base.trim_end_matches('/').replacen("://api.", "://", 1)
 }
 

@@ -17,6 +17,8 @@ pub struct RunSpec {
     pub notes: Option<String>,
     pub host: Option<String>,
     pub program: String,
+    /// The W&B sweep the run belongs to.
+    pub sweep: Option<String>,
     /// The config in W&B's encoding, `{"key": {"value": ...}}`.
     pub config: Value,
 }
