@@ -9,15 +9,18 @@ FASHION ?= /usr/share/datasets/fashion-mnist
 IMAGE ?= mnist:latest
 # The training config the `model` pipeline reads from the training-config repo.
 CONFIG ?= configs/cnn.toml
+# A sweep file, and where `mnist sweep` writes its trial configs (one directory per sweep).
+SWEEP ?= configs/sweep.toml
+SWEEP_DIR ?= sweep
 PACHCTL ?= pachctl
 # The model pipeline's spec: `model` passes the W&B key as WANDB_API_KEY, `model-secret-file`
 # mounts it as /secrets/wandb/key.
 MODEL_SPEC ?= model
 # Pipelines in dependency order.
-PIPELINES := mnist-csv $(MODEL_SPEC) stats inference image
+PIPELINES := mnist-csv $(MODEL_SPEC) select stats inference image
 REPOS := mnist training-config digits
 # Pipeline names, downstream first, for deleting.
-PIPELINE_NAMES_REVERSED := image inference stats model mnist-csv
+PIPELINE_NAMES_REVERSED := image inference stats select model mnist-csv
 
 # Ends a command inside $(foreach): each becomes its own recipe line, echoed as it runs.
 define run
@@ -32,7 +35,7 @@ APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1
 PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0
 SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup build test demo bench bench-compare bench-gpu profile lint clean-demo docker-gpu push all repos secret upload pipelines update-pipelines clean
+.PHONY: setup build test demo bench bench-compare bench-gpu profile lint clean-demo docker-gpu push all repos secret upload sweep-push sweep-watch sweep-local pipelines update-pipelines clean
 
 build:
 	$(CARGO) build --release
@@ -106,13 +109,49 @@ secret:
 
 upload:
 	$(PACHCTL) put file -r mnist@master:/ -f data/mnist-sample
-	$(PACHCTL) put file training-config@master:/config.toml -f $(CONFIG)
+	$(PACHCTL) put file training-config@master:/$(notdir $(CONFIG)) -f $(CONFIG)
 	$(PACHCTL) put file -r digits@master:/ -f data/digits
+
+# A sweep into training-config: one config per trial, each a datum of `model` (trained in
+# parallel on the GPU nodes); created in W&B as one sweep when WANDB_API_KEY (or ~/.netrc) has a
+# key. Adding configs later trains only those, and `select` ranks them all again.
+sweep-push: build
+	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR)
+	$(PACHCTL) put file -r training-config@master:/ -f $(SWEEP_DIR)/configs
+
+# The sweep's progress: the training jobs, the models trained so far, and the leaderboard.
+sweep-watch:
+	$(PACHCTL) list job --pipeline model
+	$(PACHCTL) list file model@master
+	-$(PACHCTL) get file select@master:/leaderboard.md
+
+# The sweep on this machine: train every trial (JOBS at a time) and rank them.
+JOBS ?= 1
+sweep-local: build
+	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR) --run --jobs $(JOBS)
 
 pipelines:
 	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) create pipeline -f -$(run))
 
-update-pipelines:
+update-# A sweep into training-config: one config per trial, each a datum of `model` (trained in
+# parallel on the GPU nodes); created in W&B as one sweep when WANDB_API_KEY (or ~/.netrc) has a
+# key. Adding configs later trains only those, and `select` ranks them all again.
+sweep-push: build
+	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR)
+	$(PACHCTL) put file -r training-config@master:/ -f $(SWEEP_DIR)/configs
+
+# The sweep's progress: the training jobs, the models trained so far, and the leaderboard.
+sweep-watch:
+	$(PACHCTL) list job --pipeline model
+	$(PACHCTL) list file model@master
+	-$(PACHCTL) get file select@master:/leaderboard.md
+
+# The sweep on this machine: train every trial (JOBS at a time) and rank them.
+JOBS ?= 1
+sweep-local: build
+	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR) --run --jobs $(JOBS)
+
+pipelines:
 	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) update pipeline -f -$(run))
 
 clean:

@@ -29,6 +29,10 @@ pub struct TrainArgs {
     /// Model directory to write.
     #[arg(long, default_value = "model")]
     pub output: PathBuf,
+    /// Write the model directory into DIR, named after the config file (`DIR/<config name>`):
+    /// one directory per config, as a sweep's trials are trained in Pachyderm.
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    pub models: Option<PathBuf>,
     /// Override training.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -68,7 +72,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let backend = backend::select(args.backend, Some(workload))?;
 
-    let model_dir = ModelDir::new(&args.output);
+    let model_dir = args.model_dir(&config_path);
     let mut tracking = Tracking::start(
         &config,
         &splits,
@@ -80,7 +84,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &config,
         &splits,
         &backend,
-        &args.checkpoints(),
+        &args.checkpoints(&model_dir),
         tracking.sink(),
     )
     .and_then(|mut trained| {
@@ -115,12 +119,20 @@ impl TrainArgs {
         Ok((config, path))
     }
 
-    fn checkpoints(&self) -> Checkpoints {
+    /// The model directory to write: `--output`, or the config's name under `--models`.
+    fn model_dir(&self, config: &Path) -> ModelDir {
+        match (&self.models, config.file_stem()) {
+            (Some(models), Some(name)) => ModelDir::new(models.join(name)),
+            _ => ModelDir::new(&self.output),
+        }
+    }
+
+    fn checkpoints(&self, model_dir: &ModelDir) -> Checkpoints {
         Checkpoints {
             dir: self
                 .checkpoint_dir
                 .clone()
-                .unwrap_or_else(|| ModelDir::new(&self.output).default_checkpoints()),
+                .unwrap_or_else(|| model_dir.default_checkpoints()),
             resume: self.resume,
         }
     }

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 # The DAG in dependency order; the model-secret-file variant replaces `model`.
-ORDER = ["mnist-csv", "model", "stats", "inference", "image"]
+ORDER = ["mnist-csv", "model", "select", "stats", "inference", "image"]
 
 
 def load_spec(name):

@@ -1,5 +1,5 @@
-"""A minimal W&B server on loopback for the rehearsal: creates runs, takes file_stream and
-uploads, and remembers each run's API key and exit code."""
+"""A minimal W&B server on loopback for the rehearsal: creates sweeps and runs, takes
+file_stream and uploads, and remembers each run's API key, variables and exit code."""
 import base64
 import json
 import threading
@@ -11,6 +11,8 @@ class FakeWandb:
         self.keys = []
         self.exit_codes = []
         self.history_rows = 0
+        self.sweeps = []  # UpsertSweep variables
+        self.runs = []  # UpsertBucket variables
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,7 +42,15 @@ class FakeWandb:
                         server.exit_codes.append(request["exitcode"])
                     return self.answer({"exitcode": None, "limits": {}})
                 variables = request.get("variables", {})
+                if request.get("operationName") == "UpsertSweep":
+                    server.sweeps.append(variables)
+                    return self.answer({"data": {"upsertSweep": {"sweep": {
+                        "name": f"sweep{len(server.sweeps)}", "project": {
+                            "id": "p", "name": variables.get("projectName") or "uncategorized",
+                            "entity": {"id": "e", "name": variables.get("entityName") or "rehearsal"}}},
+                        "configValidationWarnings": []}}})
                 if request.get("operationName") == "UpsertBucket":
+                    server.runs.append(variables)
                     return self.answer({"data": {"upsertBucket": {"bucket": {
                         "id": "r", "name": variables["name"], "project": {
                             "id": "p", "name": variables["project"],

@@ -2,6 +2,7 @@
 order, its transform.cmd runs once per datum in a /pfs-like tree (inputs by name, `out`), with
 the environment Pachyderm would set, and its outputs become the repo the next stage reads.
 A wrong flag or path in a spec fails here."""
+import hashlib
 import itertools
 import json
 import os
@@ -56,13 +57,37 @@ def in_container(value, pfs, volumes):
     return value
 
 
-def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
+def signature(datum, repos):
+    """What identifies a datum to Pachyderm: its inputs' paths and contents."""
+    digest = hashlib.sha256()
+    for input_name, repo, entry in datum:
+        root = repos[repo] if entry is None else repos[repo] / entry
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in files:
+            digest.update(f"{input_name}:{path.relative_to(repos[repo])}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url, done=None):
+    """Runs every datum of `spec` whose inputs are new; `done` (signature -> the datum's
+    output directory) holds the datums processed by earlier jobs, whose outputs Pachyderm
+    carries over without running them again. Returns the output repo and the datums run."""
     name = spec["pipeline"]["name"]
     output = work / "repos" / name
+    if output.exists():
+        shutil.rmtree(output)
     output.mkdir(parents=True)
+    done = {} if done is None else done
     job = uuid.uuid4().hex
+    ran = 0
     for index, datum in enumerate(datums(spec["input"], repos)):
-        pfs = work / "workers" / name / str(index) / "pfs"
+        key = signature(datum, repos)
+        if key in done:
+            merge(name, done[key], output)
+            continue
+        ran += 1
+        pfs = work / "workers" / name / job / str(index) / "pfs"
         (pfs / "out").mkdir(parents=True)
         # The worker's environment: the runner's, less any W&B settings of its own.
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
@@ -90,7 +115,7 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
             if "envVar" in secret:
                 env[secret["envVar"]] = SECRET[secret["key"]]
             if "mountPath" in secret:
-                mount = work / "workers" / name / str(index) / secret["mountPath"].lstrip("/")
+                mount = pfs.parent / secret["mountPath"].lstrip("/")
                 mount.mkdir(parents=True)
                 for key, value in SECRET.items():
                     (mount / key).write_text(value)
@@ -100,44 +125,77 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url):
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{name} datum {index}: {cmd}\n{result.stderr}"
         assert SECRET["key"] not in result.stderr + result.stdout
-        # Outputs of all datums merge into the output commit; two datums writing one path is
-        # an error in Pachyderm too.
-        for path in sorted((pfs / "out").rglob("*")):
-            target = output / path.relative_to(pfs / "out")
-            if path.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            assert not target.exists(), f"{name}: two datums wrote {target.relative_to(output)}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+        done[key] = pfs / "out"
+        merge(name, pfs / "out", output)
     repos[name] = output
     commits[name] = uuid.uuid4().hex
-    return output
+    return output, ran
+
+
+def merge(name, datum_out, output):
+    """Outputs of all datums merge into the output commit; two datums writing one path is an
+    error in Pachyderm too."""
+    for path in sorted(datum_out.rglob("*")):
+        target = output / path.relative_to(datum_out)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        assert not target.exists(), f"{name}: two datums wrote {target.relative_to(output)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
 
 
 def tree(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.parametrize("model_spec", ["model", "model-secret-file"])
-def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
-    # The input repos, as `make all` fills them (with the smoke config, to stay quick).
+def input_repos(tmp_path):
+    """The input repos as `make all` fills them, training-config empty."""
     repos = {}
     for repo, source in [("mnist", ROOT / "data/mnist-sample"), ("digits", ROOT / "data/digits")]:
         repos[repo] = tmp_path / "repos" / repo
         shutil.copytree(source, repos[repo])
     repos["training-config"] = tmp_path / "repos" / "training-config"
     repos["training-config"].mkdir(parents=True)
-    shutil.copy(ROOT / "configs/smoke.toml", repos["training-config"] / "config.toml")
-    commits = {repo: uuid.uuid4().hex for repo in repos}
+    return repos
 
-    outputs = {}
+
+def run_dag(model_spec, repos, commits, mnist_bin, tmp_path, wandb, done):
+    """One pass of every pipeline in order; the outputs and the datums each ran."""
+    outputs, ran = {}, {}
+    for name in ORDER:
+        spec = load_spec(model_spec if name == "model" else name)
+        outputs[name], ran[name] = run_pipeline(
+            spec, repos, commits, mnist_bin, tmp_path, wandb.url, done.setdefault(name, {}))
+        print(f"{name}: {ran[name]} datums run: {tree(outputs[name])}")
+    return outputs, ran
+
+
+def check_downstream(outputs, selected):
+    """stats and inference used the model `select` chose, and image drew inference's output."""
+    select = outputs["select"]
+    assert (select / "model" / "model.json").read_bytes() == (
+        outputs["model"] / selected / "model.json").read_bytes()
+    assert tree(outputs["stats"]) == ["stats.json"]
+    stats = json.loads((outputs["stats"] / "stats.json").read_text())
+    assert stats["evaluation"]["examples"] == 1000
+    assert stats["model"] == json.loads((select / "model" / "model.json").read_text())["summary"]
+    assert tree(outputs["inference"]) == ["batch.csv", "digit-2.csv", "digit-9.csv"]
+    assert len((outputs["inference"] / "batch.csv").read_text().splitlines()) == 16
+    assert tree(outputs["image"]) == ["batch.gif", "digit-2.gif", "digit-9.gif"]
+    for gif in outputs["image"].iterdir():
+        assert gif.read_bytes()[:6] == b"GIF89a"
+
+
+@pytest.mark.parametrize("model_spec", ["model", "model-secret-file"])
+def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
+    # One config, as `make all` puts it (the smoke config, to stay quick).
+    repos = input_repos(tmp_path)
+    shutil.copy(ROOT / "configs/smoke.toml", repos["training-config"] / "smoke.toml")
+    commits = {repo: uuid.uuid4().hex for repo in repos}
     wandb = FakeWandb()
     try:
-        for name in ORDER:
-            spec = load_spec(model_spec if name == "model" else name)
-            outputs[name] = run_pipeline(spec, repos, commits, mnist_bin, tmp_path, wandb.url)
-            print(f"{name}: {tree(outputs[name])}")
+        outputs, _ = run_dag(model_spec, repos, commits, mnist_bin, tmp_path, wandb, {})
     finally:
         wandb.stop()
     # Only training logs to W&B, with the key from the secret, and finishes its run.
@@ -146,21 +204,73 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
     assert wandb.history_rows > 0
 
     assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
-    assert tree(outputs["model"]) == ["metrics.json", "model.bpk", "model.json"]
+    # The model repo holds the model only, in the directory named after its config.
+    assert tree(outputs["model"]) == ["smoke/metrics.json", "smoke/model.bpk", "smoke/model.json"]
     # The checkpoints stayed in the worker's scratch space.
-    scratch = tmp_path / "workers" / "model" / "0" / "tmp" / "checkpoints"
+    [scratch] = (tmp_path / "workers" / "model").glob("*/0/tmp/checkpoints")
     assert sorted(os.listdir(scratch)) == ["epoch-0001", "epoch-0002"]
-    card = json.loads((outputs["model"] / "model.json").read_text())
+    card = json.loads((outputs["model"] / "smoke" / "model.json").read_text())
     provenance = card["provenance"]
     assert provenance["pipeline"] == "model"
     assert provenance["input_commits"] == {
         "mnist-csv": commits["mnist-csv"], "training-config": commits["training-config"]}
     assert card["backend"]["name"] == "cpu"
-    assert tree(outputs["stats"]) == ["stats.json"]
-    stats = json.loads((outputs["stats"] / "stats.json").read_text())
-    assert stats["evaluation"]["examples"] == 1000
-    assert tree(outputs["inference"]) == ["batch.csv", "digit-2.csv", "digit-9.csv"]
-    assert len((outputs["inference"] / "batch.csv").read_text().splitlines()) == 16
-    assert tree(outputs["image"]) == ["batch.gif", "digit-2.gif", "digit-9.gif"]
-    for gif in outputs["image"].iterdir():
-        assert gif.read_bytes()[:6] == b"GIF89a"
+    assert card["wandb_run"].endswith(f"/runs/{wandb.runs[0]['name']}")
+    assert tree(outputs["select"]) == [
+        "leaderboard.json", "leaderboard.md", "model/metrics.json", "model/model.bpk",
+        "model/model.json"]
+    check_downstream(outputs, "smoke")
+
+
+def test_a_sweep_trains_its_trials_as_datums_and_the_best_goes_downstream(mnist_bin, tmp_path):
+    repos = input_repos(tmp_path)
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text((ROOT / "configs/sweep.toml").read_text().replace(
+        'base = "smoke.toml"', f'base = "{ROOT / "configs/smoke.toml"}"'))
+    wandb = FakeWandb()
+    try:
+        # `make sweep-push`: the sweep is created in W&B, its configs go into training-config.
+        env = {**os.environ, "WANDB_BASE_URL": wandb.url, "WANDB_API_KEY": SECRET["key"],
+               "WANDB_PROJECT": "rehearsal", "HOME": str(tmp_path)}
+        subprocess.run([str(mnist_bin), "sweep", "--sweep", str(sweep_file), "--output",
+                        str(tmp_path / "sweep")], env=env, check=True, capture_output=True)
+        configs = sorted((tmp_path / "sweep" / "configs").iterdir())
+        assert len(configs) == 4
+        for config in configs[:3]:
+            shutil.copy(config, repos["training-config"])
+        commits = {repo: uuid.uuid4().hex for repo in repos}
+        done = {}
+        outputs, ran = run_dag("model", repos, commits, mnist_bin, tmp_path, wandb, done)
+        assert ran["model"] == 3
+        names = [c.stem for c in configs]
+        assert tree(outputs["model"]) == sorted(
+            f"{n}/{f}" for n in names[:3] for f in ("metrics.json", "model.bpk", "model.json"))
+        board = json.loads((outputs["select"] / "leaderboard.json").read_text())["entries"]
+        assert sorted(e["name"] for e in board) == names[:3]
+        assert [e["rank"] for e in board] == [1, 2, 3]
+        accuracies = [e["validation_accuracy"] for e in board]
+        assert accuracies == sorted(accuracies, reverse=True)
+        assert set(board[0]["parameters"]) == {"optimizer.lr", "training.batch_size"}
+        md = (outputs["select"] / "leaderboard.md").read_text()
+        assert md.count("\n| ") == 4 and "`optimizer.lr`" in md and "[run](" in md
+        check_downstream(outputs, board[0]["name"])
+
+        # One sweep in W&B, each trial's run in it, its parameters at the top of its config.
+        assert len(wandb.sweeps) == 1
+        assert {run["sweep"] for run in wandb.runs} == {"sweep1"}
+        for run in wandb.runs:
+            config = json.loads(run["config"])
+            assert "optimizer.lr" in config and "training.batch_size" in config
+            assert run["displayName"] in names
+
+        # A fourth config: only it trains; the selection is made again over all four.
+        shutil.copy(configs[3], repos["training-config"])
+        commits["training-config"] = uuid.uuid4().hex
+        outputs, ran = run_dag("model", repos, commits, mnist_bin, tmp_path, wandb, done)
+        assert ran["model"] == 1
+        assert len(wandb.runs) == 4
+        board = json.loads((outputs["select"] / "leaderboard.json").read_text())["entries"]
+        assert sorted(e["name"] for e in board) == names
+        check_downstream(outputs, board[0]["name"])
+    finally:
+        wandb.stop()

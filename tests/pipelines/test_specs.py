@@ -99,7 +99,10 @@ def test_training_asks_for_a_gpu_and_the_wandb_secret_both_ways():
         assert spec["transform"]["secrets"] == [secret]
         cmd = spec["transform"]["cmd"]
         assert cmd[cmd.index("--backend") + 1] == "auto"
-        assert cmd[cmd.index("--output") + 1] == "/pfs/out"
+        # One model directory per config: a sweep's trials are datums of their own.
+        assert cmd[cmd.index("--models") + 1] == "/pfs/out"
+        assert {"pfs": {"repo": "training-config", "glob": "/*"}} in spec["input"]["cross"]
+        assert spec["parallelismSpec"]["constant"] > 1
         # Checkpoints (with optimizer state) go to the pod's scratch space, an emptyDir at
         # /tmp: the model repo that stats and inference download holds the model only.
         assert cmd[cmd.index("--checkpoint-dir") + 1].startswith("/tmp/")
