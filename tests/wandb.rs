@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Instant;
 
-use common::fake_wandb::{FakeWandb, Fault};
+use common::fake_wandb::{FakeWandb, Fault, operation_name};
 use common::*;
 use serde_json::Value;
 
@@ -468,4 +468,129 @@ fn wandb_sync_uploads_an_offline_run_as_an_online_run_delivers_it() {
         );
     }
     assert_eq!(synced.state().complete.map(|c| c.1), Some(0));
+}
+
+/// Whitespace and commas are insignificant in GraphQL.
+fn graphql_tokens(query: &str) -> String {
+    query
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ',')
+        .collect()
+}
+
+/// The sweep's configuration as the server reads it: YAML, parsed by the SDK's own parser.
+fn yaml_as_json(text: &str) -> Value {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin.read())))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_sweep_is_created_as_the_official_sdk_creates_it_and_its_trials_join_it() {
+    let server = FakeWandb::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sweep_env = |cmd: &mut std::process::Command| {
+        cmd.env("WANDB_BASE_URL", &server.url)
+            .env("WANDB_API_KEY", KEY)
+            .env("WANDB_ENTITY", "team")
+            .env("WANDB_PROJECT", "sweeps")
+            .env("WANDB_MODE", "online")
+            .env("HOME", dir.path())
+            .current_dir(dir.path());
+    };
+
+    // Ours: `mnist sweep` creates the sweep, then writes the trials with its id.
+    let mut ours = mnist();
+    sweep_env(&mut ours);
+    succeeds(
+        ours.args(["sweep", "--sweep"])
+            .arg(config("sweep.toml"))
+            .arg("--output")
+            .arg(dir.path().join("sweep")),
+    );
+    let request = server.state().sweeps[0].clone();
+    let variables = &request["variables"];
+    let sweep_config: Value = serde_json::from_str(variables["config"].as_str().unwrap()).unwrap();
+    assert_eq!(sweep_config["method"], "random");
+    assert_eq!(sweep_config["controller"]["type"], "local");
+    assert_eq!(
+        sweep_config["parameters"]["optimizer.lr"]["distribution"],
+        "log_uniform_values"
+    );
+
+    // The official SDK's own request for the same sweep configuration.
+    let script = format!(
+        "import json, wandb\nwandb.sweep(json.loads({:?}), entity='team', project='sweeps')",
+        sweep_config.to_string()
+    );
+    let mut sdk = std::process::Command::new("python3");
+    sweep_env(&mut sdk);
+    let output = sdk
+        .args(["-c", &script])
+        .env("WANDB_DIR", dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the SDK failed:\n{}",
+        stderr(&output)
+    );
+    let theirs = server.state().sweeps[1].clone();
+
+    assert_eq!(operation_name(&request), operation_name(&theirs));
+    assert_eq!(
+        graphql_tokens(request["query"].as_str().unwrap()),
+        graphql_tokens(theirs["query"].as_str().unwrap()),
+    );
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(variables), keys(&theirs["variables"]));
+    for (key, value) in variables.as_object().unwrap() {
+        if key == "config" {
+            let sdk_config = yaml_as_json(theirs["variables"]["config"].as_str().unwrap());
+            assert_eq!(yaml_as_json(value.as_str().unwrap()), sdk_config);
+        } else {
+            assert_eq!(value, &theirs["variables"][key], "variable {key}");
+        }
+    }
+
+    // A trial's run joins the sweep, its parameters at the top of its config.
+    let trial = std::fs::read_dir(dir.path().join("sweep/configs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&trial).unwrap();
+    assert!(text.contains("id = \"swp00001\""), "{text}");
+    let mut train = mnist();
+    sweep_env(&mut train);
+    succeeds(
+        train
+            .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])
+            .arg(&trial)
+            .arg("--models")
+            .arg(dir.path().join("models")),
+    );
+    let state = server.state();
+    let upsert = &state.upserts[0];
+    assert_eq!(upsert["sweep"], "swp00001");
+    assert_eq!(
+        upsert["displayName"],
+        trial.file_stem().unwrap().to_str().unwrap()
+    );
+    let config: Value = serde_json::from_str(upsert["config"].as_str().unwrap()).unwrap();
+    assert!(config["optimizer.lr"]["value"].is_f64(), "{config}");
+    assert!(config["training.batch_size"]["value"].is_u64(), "{config}");
 }

@@ -34,6 +34,8 @@ pub struct State {
     /// Offsets sent twice with different lines.
     pub conflicts: Vec<(String, usize)>,
     pub upserts: Vec<Value>,
+    /// `UpsertSweep` requests, whole (query and variables).
+    pub sweeps: Vec<Value>,
     pub complete: Option<(bool, i64)>,
     pub uploaded: Vec<String>,
     pub puts: BTreeMap<String, Vec<u8>>,
@@ -183,6 +185,20 @@ fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     }
 }
 
+/// The operation a GraphQL request runs: its `operationName`, or as a server reads it from the
+/// document (the SDK's Python API sends it empty).
+pub fn operation_name(request: &Value) -> Option<String> {
+    if let Some(name) = request["operationName"].as_str().filter(|n| !n.is_empty()) {
+        return Some(name.to_owned());
+    }
+    let document = request["query"].as_str()?;
+    let mut words = document
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty());
+    words.find(|w| matches!(*w, "query" | "mutation"))?;
+    words.next().map(String::from)
+}
+
 /// Status (0: drop the connection), extra headers and the JSON answer.
 fn respond(
     state_mutex: &Mutex<State>,
@@ -207,7 +223,7 @@ fn respond(
         return (200, String::new(), json!({}));
     }
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let operation = request["operationName"].as_str().map(String::from);
+    let operation = operation_name(&request);
     state
         .requests
         .push((method.into(), path.into(), operation.clone()));
@@ -290,6 +306,14 @@ fn respond(
                 "project": {"id": "UHJvamVjdA==", "name": variables["project"],
                             "entity": {"id": "RW50aXR5", "name": variables["entity"].as_str().unwrap_or("default-entity")}},
                 "historyLineCount": 0}, "inserted": true}})
+        }
+        Some("UpsertSweep") => {
+            state.sweeps.push(request.clone());
+            json!({"upsertSweep": {"sweep": {
+                "name": format!("swp{:05}", state.sweeps.len()),
+                "project": {"id": "UHJvamVjdA==", "name": variables["projectName"].as_str().unwrap_or("uncategorized"),
+                            "entity": {"id": "RW50aXR5", "name": variables["entityName"].as_str().unwrap_or("default-entity")}}},
+                "configValidationWarnings": []}})
         }
         Some("CreateRunFiles") => {
             let files: Vec<Value> = variables["files"]
