@@ -386,6 +386,7 @@ fn stages_refusing_input_leave_no_output() {
                 config: config.clone(),
                 data: Some(data),
                 output: dir.join("out"),
+                models: None,
                 epochs: None,
                 batch_size: None,
                 lr: None,
