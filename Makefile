@@ -133,25 +133,7 @@ sweep-local: build
 pipelines:
 	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) create pipeline -f -$(run))
 
-update-# A sweep into training-config: one config per trial, each a datum of `model` (trained in
-# parallel on the GPU nodes); created in W&B as one sweep when WANDB_API_KEY (or ~/.netrc) has a
-# key. Adding configs later trains only those, and `select` ranks them all again.
-sweep-push: build
-	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR)
-	$(PACHCTL) put file -r training-config@master:/ -f $(SWEEP_DIR)/configs
-
-# The sweep's progress: the training jobs, the models trained so far, and the leaderboard.
-sweep-watch:
-	$(PACHCTL) list job --pipeline model
-	$(PACHCTL) list file model@master
-	-$(PACHCTL) get file select@master:/leaderboard.md
-
-# The sweep on this machine: train every trial (JOBS at a time) and rank them.
-JOBS ?= 1
-sweep-local: build
-	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR) --run --jobs $(JOBS)
-
-pipelines:
+update-pipelines:
 	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) update pipeline -f -$(run))
 
 clean:
