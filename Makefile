@@ -10,7 +10,7 @@ IMAGE ?= mnist:latest
 # The training config the `model` pipeline reads from the training-config repo.
 CONFIG ?= configs/cnn.toml
 # A sweep file, and where `mnist sweep` writes its trial configs (one directory per sweep).
-SWEEP ?= configs/sweep.toml
+SWEEP ?= configs/sweeps/smoke-lr.toml
 SWEEP_DIR ?= sweep
 PACHCTL ?= pachctl
 # The model pipeline's spec: `model` passes the W&B key as WANDB_API_KEY, `model-secret-file`

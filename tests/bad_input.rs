@@ -421,3 +421,56 @@ fn gifs_too_large_for_the_format_or_memory_are_refused() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(listing(&work.path().join("gifs")).is_empty());
 }
+
+#[test]
+fn sweep_files_and_model_sets_that_cannot_be_used() {
+    let work = tempfile::tempdir().unwrap();
+    let sweep = work.path().join("bad.toml");
+    let base = config("smoke.toml");
+    fs::write(
+        &sweep,
+        format!(
+            "method = \"random\"\ncount = 2\nbase = {base:?}\n[parameters.\"optimizer.lr\"]\nmin = 0.5\nmax = 0.1\n"
+        ),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let err = fails(
+        mnist()
+            .args(["sweep", "--sweep"])
+            .arg(&sweep)
+            .arg("--output")
+            .arg(&out),
+    );
+    assert!(
+        err.contains("bad.toml: parameters.\"optimizer.lr\": min 0.5 and max 0.1"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // select: no model directories, or a broken one among them.
+    let models = work.path().join("models");
+    fs::create_dir_all(models.join("not-a-model")).unwrap();
+    let err = fails(
+        mnist()
+            .args(["select", "--models"])
+            .arg(&models)
+            .arg("--output")
+            .arg(&out),
+    );
+    assert!(err.contains("no model directories in it"), "{err}");
+    fs::create_dir_all(models.join("broken")).unwrap();
+    fs::write(models.join("broken/model.json"), "{\"summary\": 1}").unwrap();
+    let err = fails(
+        mnist()
+            .args(["select", "--models"])
+            .arg(&models)
+            .arg("--output")
+            .arg(&out),
+    );
+    assert!(
+        err.contains("broken/model.json: invalid model card"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

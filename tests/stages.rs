@@ -257,3 +257,75 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert!(!log.contains("panicked") && !log.contains("error"), "{log}");
     assert!(work.path().join("stats/stats.json").is_file());
 }
+
+#[test]
+fn a_local_sweep_trains_every_trial_and_ranks_them() {
+    let out = tempfile::tempdir().unwrap();
+    let sweep = out.path().join("sweep");
+    let output = succeeds(
+        mnist()
+            .env("WANDB_MODE", "disabled")
+            .args(["sweep", "--sweep"])
+            .arg(config("sweeps/smoke-lr.toml"))
+            .arg("--output")
+            .arg(&sweep)
+            .args(["--run", "--jobs", "2", "--backend", "cpu"]),
+    );
+    let log = stderr(&output);
+    assert!(log.contains("4 trials (random, seed 1)"), "{log}");
+    assert!(log.contains("4 of 4 trials trained"), "{log}");
+    let configs = listing(&sweep.join("configs"));
+    assert_eq!(configs.len(), 4);
+    assert!(
+        configs
+            .iter()
+            .all(|c| c.starts_with("trial-00") && c.contains("_lr="))
+    );
+    assert_eq!(listing(&sweep.join("logs")).len(), 4);
+
+    let board = json(&sweep.join("leaderboard.json"));
+    let entries = board["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    let accuracies: Vec<f64> = entries
+        .iter()
+        .map(|e| e["validation_accuracy"].as_f64().unwrap())
+        .collect();
+    assert!(
+        accuracies.windows(2).all(|w| w[0] >= w[1]),
+        "{accuracies:?}"
+    );
+    for entry in entries {
+        let lr = entry["parameters"]["optimizer.lr"].as_f64().unwrap();
+        assert!((1e-3..1e-2).contains(&lr), "{entry}");
+        let card = json(
+            &sweep
+                .join("models")
+                .join(entry["name"].as_str().unwrap())
+                .join("model.json"),
+        );
+        assert_eq!(card["config"]["optimizer"]["lr"].as_f64().unwrap(), lr);
+    }
+    let best = entries[0]["name"].as_str().unwrap();
+    assert_eq!(
+        fs::read(sweep.join("best/model.json")).unwrap(),
+        fs::read(sweep.join("models").join(best).join("model.json")).unwrap()
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.starts_with("| rank | model | `optimizer.lr` | `training.batch_size` |"));
+    assert_eq!(table.lines().count(), 6, "{table}");
+    assert_eq!(
+        fs::read_to_string(sweep.join("leaderboard.md")).unwrap(),
+        table
+    );
+
+    // The same sweep into the same directory would mix two sweeps' trials.
+    let message = fails(
+        mnist()
+            .env("WANDB_MODE", "disabled")
+            .args(["sweep", "--sweep"])
+            .arg(config("sweeps/smoke-lr.toml"))
+            .arg("--output")
+            .arg(&sweep),
+    );
+    assert!(message.contains("already holds trial configs"), "{message}");
+}

@@ -516,7 +516,7 @@ fn a_sweep_is_created_as_the_official_sdk_creates_it_and_its_trials_join_it() {
     sweep_env(&mut ours);
     succeeds(
         ours.args(["sweep", "--sweep"])
-            .arg(config("sweep.toml"))
+            .arg(config("sweeps/smoke-lr.toml"))
             .arg("--output")
             .arg(dir.path().join("sweep")),
     );

@@ -23,7 +23,7 @@ pub use space::{Method, Sweep, Trial};
 
 #[derive(Debug, clap::Args)]
 pub struct SweepArgs {
-    /// Sweep file (TOML): a base config and the parameter space, e.g. configs/sweep.toml.
+    /// Sweep file (TOML): a base config and the parameter space, e.g. configs/sweeps/smoke-lr.toml.
     #[arg(long)]
     pub sweep: PathBuf,
     /// Directory to write into: `configs/` (one config per trial); with --run also `models/`,

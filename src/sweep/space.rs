@@ -481,6 +481,16 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_sweep_gives_valid_trials() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweeps");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let trials = Sweep::load(&path).unwrap().trials().unwrap();
+            assert!(!trials.is_empty(), "{}", path.display());
+        }
+    }
+
+    #[test]
     fn a_grid_is_every_combination_the_last_key_fastest() {
         let trials = sweep(
             r#"method = "grid"

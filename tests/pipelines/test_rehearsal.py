@@ -225,8 +225,8 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
 def test_a_sweep_trains_its_trials_as_datums_and_the_best_goes_downstream(mnist_bin, tmp_path):
     repos = input_repos(tmp_path)
     sweep_file = tmp_path / "sweep.toml"
-    sweep_file.write_text((ROOT / "configs/sweep.toml").read_text().replace(
-        'base = "smoke.toml"', f'base = "{ROOT / "configs/smoke.toml"}"'))
+    sweep_file.write_text((ROOT / "configs/sweeps/smoke-lr.toml").read_text().replace(
+        'base = "../smoke.toml"', f'base = "{ROOT / "configs/smoke.toml"}"'))
     wandb = FakeWandb()
     try:
         # `make sweep-push`: the sweep is created in W&B, its configs go into training-config.
