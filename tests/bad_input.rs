@@ -450,24 +450,21 @@ fn sweep_files_and_model_sets_that_cannot_be_used() {
 
     // select: no model directories, or a broken one among them.
     let models = work.path().join("models");
+    let select = || {
+        fails(
+            mnist()
+                .args(["select", "--models"])
+                .arg(&models)
+                .arg("--output")
+                .arg(&out),
+        )
+    };
     fs::create_dir_all(models.join("not-a-model")).unwrap();
-    let err = fails(
-        mnist()
-            .args(["select", "--models"])
-            .arg(&models)
-            .arg("--output")
-            .arg(&out),
-    );
+    let err = select();
     assert!(err.contains("no model directories in it"), "{err}");
     fs::create_dir_all(models.join("broken")).unwrap();
     fs::write(models.join("broken/model.json"), "{\"summary\": 1}").unwrap();
-    let err = fails(
-        mnist()
-            .args(["select", "--models"])
-            .arg(&models)
-            .arg("--output")
-            .arg(&out),
-    );
+    let err = select();
     assert!(
         err.contains("broken/model.json: invalid model card"),
         "{err}"

@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
-use serde_json::json;
 
 use crate::backend::BackendChoice;
 use crate::leaderboard::Leaderboard;
+use crate::model_dir::ModelDir;
 use crate::output;
 use crate::wandb;
 pub use space::{Method, Sweep, Trial};
@@ -94,8 +94,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     let board = Leaderboard::of(&args.output.join("models"))?;
     board.write(&args.output)?;
     let best = board.best();
-    crate::model_dir::ModelDir::new(&best.dir)
-        .copy_to(&crate::model_dir::ModelDir::new(args.output.join("best")))?;
+    ModelDir::new(&best.dir).copy_to(&ModelDir::new(args.output.join("best")))?;
     output::print(&board.markdown())?;
     eprintln!(
         "{trained} of {} trials trained; the best, {}, is copied to {}",
@@ -181,24 +180,4 @@ fn train_all(args: &SweepArgs, trials: &[Trial], configs: &Path) -> Result<usize
         bail!("every trial failed; their logs are in {}", logs.display());
     }
     Ok(trials.len() - failed.len())
-}
-
-impl Sweep {
-    /// The sweep in W&B's sweep configuration: its method, metric and parameters, with a
-    /// local controller (the trials are chosen here) and as many runs as trials.
-    pub fn wandb_config(&self, trials: usize) -> serde_json::Value {
-        let parameters: serde_json::Map<String, serde_json::Value> = self
-            .parameters
-            .iter()
-            .map(|(key, parameter)| (key.clone(), parameter.to_wandb()))
-            .collect();
-        json!({
-            "name": self.name,
-            "method": self.method,
-            "metric": self.metric,
-            "parameters": parameters,
-            "run_cap": trials,
-            "controller": {"type": "local"},
-        })
-    }
 }

@@ -11,6 +11,7 @@ use model::InputShape;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use toml::Value;
 
 use crate::config::{SweepTrial, TrainConfig};
@@ -220,6 +221,24 @@ impl Sweep {
             .collect()
     }
 
+    /// The sweep in W&B's sweep configuration: its method, metric and parameters, with a
+    /// local controller (the trials are chosen here) and as many runs as trials.
+    pub fn wandb_config(&self, trials: usize) -> serde_json::Value {
+        let parameters: serde_json::Map<String, serde_json::Value> = self
+            .parameters
+            .iter()
+            .map(|(key, parameter)| (key.clone(), parameter.to_wandb()))
+            .collect();
+        json!({
+            "name": self.name,
+            "method": self.method,
+            "metric": self.metric,
+            "parameters": parameters,
+            "run_cap": trials,
+            "controller": {"type": "local"},
+        })
+    }
+
     fn grid_size(&self) -> usize {
         self.parameters
             .values()
@@ -365,13 +384,13 @@ impl Parameter {
     /// The parameter in W&B's sweep configuration, the distribution always spelled out.
     pub fn to_wandb(&self) -> serde_json::Value {
         match self {
-            Self::Values(values) => serde_json::json!({ "values": values }),
-            Self::Value(value) => serde_json::json!({ "value": value }),
+            Self::Values(values) => json!({ "values": values }),
+            Self::Value(value) => json!({ "value": value }),
             Self::Range {
                 distribution,
                 min,
                 max,
-            } => serde_json::json!({ "distribution": distribution, "min": min, "max": max }),
+            } => json!({ "distribution": distribution, "min": min, "max": max }),
         }
     }
 }

@@ -32,7 +32,8 @@ const UPSERT_SWEEP: &str = "mutation UpsertSweep($id: ID, $config: String, $desc
 const CREATE_FOR: Duration = Duration::from_secs(30);
 
 /// Creates the sweep of `config` (W&B's sweep configuration), if the settings and the
-/// environment put this process online, and returns its id; `None` when W&B is off or offline.
+/// environment put this process online, and returns its id; `None` when W&B is off or offline,
+/// or (with a warning) unreachable, unless the settings say W&B is required.
 pub fn create_sweep(
     settings: &WandbConfig,
     key_file: Option<&Path>,
@@ -60,14 +61,17 @@ pub fn create_sweep(
         "priorRunsFilters": null,
         "displayName": null,
     });
-    let data = client
-        .graphql(
-            UPSERT_SWEEP,
-            "UpsertSweep",
-            variables,
-            Instant::now() + CREATE_FOR,
-        )
-        .context("creating the W&B sweep")?;
+    let deadline = Instant::now() + CREATE_FOR;
+    let data = match client.graphql(UPSERT_SWEEP, "UpsertSweep", variables, deadline) {
+        Ok(data) => data,
+        Err(err) if settings.required => return Err(err).context("creating the W&B sweep"),
+        Err(err) => {
+            eprintln!(
+                "wandb: warning: could not create the sweep ({err}); the trials' runs will not join one"
+            );
+            return Ok(None);
+        }
+    };
     let sweep = &data["upsertSweep"]["sweep"];
     let id = sweep["name"]
         .as_str()
