@@ -64,7 +64,7 @@ demo: build
 	head -n 16 $(DEMO)/csv/test.csv | cut -d, -f2- > $(DEMO)/digits/sample.csv
 	$(MNIST) infer --model $(DEMO)/model --input $(DEMO)/digits --output $(DEMO)/inference
 	$(MNIST) image --input $(DEMO)/inference --output $(DEMO)/images
-	@echo "demo done: the GIF is $(DEMO)/images/sample.gif"
+	@echo "demo done: the GIF is $(DEMO)/images/sample.gif; the model's pictures are in $(DEMO)/stats"
 
 # Throughput figures on Fashion-MNIST (apt-get install dataset-fashion-mnist), one line each.
 bench: build

@@ -23,6 +23,7 @@ mod pachyderm;
 mod panic_report;
 mod parse;
 mod pixels_csv;
+mod plots;
 mod png_digit;
 mod select;
 mod stats;

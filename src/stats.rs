@@ -13,7 +13,7 @@ use crate::data::CLASSES;
 use crate::dataset;
 use crate::evaluate::DeviceData;
 use crate::model_dir::ModelDir;
-use crate::output;
+use crate::{output, plots};
 
 /// Weights closer to zero than this count as near-zero.
 const NEAR_ZERO: f64 = 1e-3;
@@ -79,7 +79,9 @@ pub struct ClassFigures {
 
 pub fn run(args: &StatsArgs) -> Result<()> {
     let backend = backend::select(args.backend, None)?;
-    let model = ModelDir::new(&args.model).load(&backend.device)?;
+    let model_dir = ModelDir::new(&args.model);
+    let model = model_dir.load(&backend.device)?;
+    let curves = model_dir.curves()?;
     let evaluation = match &args.data {
         Some(dir) => {
             let test = dataset::load_test(dir)?;
@@ -101,6 +103,20 @@ pub fn run(args: &StatsArgs) -> Result<()> {
         evaluation,
     };
     output::write_json(&args.output.join("stats.json"), &stats)?;
+    if let Some(eval) = &stats.evaluation {
+        let title = format!(
+            "{}: {:.2}% of {} images",
+            stats.model,
+            100.0 * eval.accuracy,
+            eval.examples
+        );
+        plots::confusion(&eval.confusion, &title, &args.output.join("confusion.png"))?;
+    }
+    plots::curves(
+        &curves.epochs,
+        &stats.model,
+        &args.output.join("curves.png"),
+    )?;
     output::print(&table(&stats))
 }
 

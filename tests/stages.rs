@@ -136,6 +136,32 @@ fn infer_stats_and_image_on_the_sample() {
             .abs()
             < 1e-9
     );
+    assert_eq!(
+        listing(&stats_dir),
+        ["confusion.png", "curves.png", "stats.json"]
+    );
+
+    // The heatmap: shaded by each true class's share, so the well-learnt diagonal is dark.
+    let (size, pixels) = png_pixels(&stats_dir.join("confusion.png"));
+    assert_eq!(size, (720, 680));
+    let dark_blue = pixels
+        .iter()
+        .filter(|&&[r, g, b]| r < 60 && g < 90 && b > 100)
+        .count();
+    assert!(dark_blue > 8 * 40 * 40, "{dark_blue} dark cell pixels");
+    let white = pixels.iter().filter(|&&p| p == [255, 255, 255]).count();
+    assert!(
+        white > pixels.len() / 4,
+        "{white} of {} white",
+        pixels.len()
+    );
+    // The curves: a train line and a validation line, in their colours.
+    let (size, pixels) = png_pixels(&stats_dir.join("curves.png"));
+    assert_eq!(size, (1000, 420));
+    for (name, colour) in [("train", [31, 119, 180]), ("validation", [255, 127, 14])] {
+        let count = pixels.iter().filter(|&&p| p == colour).count();
+        assert!(count > 200, "{count} pixels of the {name} curves");
+    }
 
     let gifs = work.path().join("gifs");
     succeeds(
@@ -157,6 +183,20 @@ fn infer_stats_and_image_on_the_sample() {
     let (frames, width, _) = gif_frames(&gifs.join("batch.gif"));
     assert_eq!(frames, 1);
     assert_eq!(width, 8 * (140 + 5) + 5);
+}
+
+/// Width and height of a PNG, and its RGB pixels.
+fn png_pixels(path: &Path) -> ((u32, u32), Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let pixels = buf[..info.buffer_size()]
+        .chunks_exact(3)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    ((info.width, info.height), pixels)
 }
 
 /// Frame count, width and height of a GIF.

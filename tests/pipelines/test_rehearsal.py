@@ -176,7 +176,7 @@ def check_downstream(outputs, selected):
     select = outputs["select"]
     assert (select / "model" / "model.json").read_bytes() == (
         outputs["model"] / selected / "model.json").read_bytes()
-    assert tree(outputs["stats"]) == ["stats.json"]
+    assert tree(outputs["stats"]) == ["confusion.png", "curves.png", "stats.json"]
     stats = json.loads((outputs["stats"] / "stats.json").read_text())
     assert stats["evaluation"]["examples"] == 1000
     assert stats["model"] == json.loads((select / "model" / "model.json").read_text())["summary"]
