@@ -1,7 +1,7 @@
 //! `mnist select`: the model directories under a directory (a sweep's trained trials) ranked in
 //! a leaderboard, and the best one copied out as `model/`, for the stages downstream.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -20,11 +20,8 @@ pub struct SelectArgs {
 }
 
 pub fn run(args: &SelectArgs) -> Result<()> {
-    let board = Leaderboard::of(&args.models)?;
+    let board = rank(&args.models, &args.output, &args.output.join("model"))?;
     let best = board.best();
-    ModelDir::new(&best.dir).copy_to(&ModelDir::new(args.output.join("model")))?;
-    board.write(&args.output)?;
-    output::print(&board.markdown())?;
     eprintln!(
         "selected {} of {} models: validation accuracy {}, test accuracy {:.2}%",
         best.name,
@@ -34,4 +31,14 @@ pub fn run(args: &SelectArgs) -> Result<()> {
         100.0 * best.test_accuracy
     );
     Ok(())
+}
+
+/// Ranks the model directories under `models`, copies the best to `best`, writes the
+/// leaderboard into `output` and prints it.
+pub fn rank(models: &Path, output: &Path, best: &Path) -> Result<Leaderboard> {
+    let board = Leaderboard::of(models)?;
+    ModelDir::new(&board.best().dir).copy_to(&ModelDir::new(best))?;
+    board.write(output)?;
+    output::print(&board.markdown())?;
+    Ok(board)
 }

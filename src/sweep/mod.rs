@@ -15,10 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
 use crate::backend::BackendChoice;
-use crate::leaderboard::Leaderboard;
-use crate::model_dir::ModelDir;
-use crate::output;
-use crate::wandb;
+use crate::{output, select, wandb};
 pub use space::{Method, Sweep, Trial};
 
 #[derive(Debug, clap::Args)]
@@ -91,16 +88,13 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     }
 
     let trained = train_all(args, &trials, &configs)?;
-    let board = Leaderboard::of(&args.output.join("models"))?;
-    board.write(&args.output)?;
-    let best = board.best();
-    ModelDir::new(&best.dir).copy_to(&ModelDir::new(args.output.join("best")))?;
-    output::print(&board.markdown())?;
+    let best = args.output.join("best");
+    let board = select::rank(&args.output.join("models"), &args.output, &best)?;
     eprintln!(
         "{trained} of {} trials trained; the best, {}, is copied to {}",
         trials.len(),
-        best.name,
-        args.output.join("best").display()
+        board.best().name,
+        best.display()
     );
     Ok(())
 }
