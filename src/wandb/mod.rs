@@ -3,6 +3,7 @@
 
 mod client;
 mod clock;
+mod connection;
 mod offline;
 mod run;
 mod settings;
@@ -13,13 +14,14 @@ mod system;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::{Map, Value, json};
 
 use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
+use connection::{Connection, base_url, connect, env, project};
 pub use run::{Report, WandbRun};
-pub use settings::{Mode, WandbConfig};
+pub use settings::WandbConfig;
 pub use sweep::create_sweep;
 
 /// How long the end of a run may take to deliver.
@@ -37,57 +39,6 @@ pub struct NewRun<'a> {
     /// Where offline runs (and what an online run could not deliver) go, unless `WANDB_DIR`
     /// says otherwise.
     pub root: &'a Path,
-}
-
-/// How this process reaches W&B, as the settings and the environment say.
-enum Connection {
-    Disabled,
-    Offline,
-    Online(client::Client),
-}
-
-/// A variable of the environment, unset when empty.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-fn base_url() -> String {
-    env("WANDB_BASE_URL").unwrap_or_else(|| settings::DEFAULT_BASE_URL.into())
-}
-
-fn connect(settings: &WandbConfig, key_file: Option<&Path>) -> Result<Connection> {
-    let mode = match env("WANDB_MODE").as_deref() {
-        Some("online" | "run") => Mode::Online,
-        Some("offline") => Mode::Offline,
-        Some("disabled" | "dryrun") => Mode::Disabled,
-        Some(other) => bail!("WANDB_MODE={other}: expected online, offline or disabled"),
-        None => settings.mode.unwrap_or(Mode::Online),
-    };
-    match mode {
-        Mode::Disabled => {
-            eprintln!("wandb: disabled");
-            return Ok(Connection::Disabled);
-        }
-        Mode::Offline => return Ok(Connection::Offline),
-        Mode::Online => {}
-    }
-    let base_url = base_url();
-    let (key, source) = match settings::find_key(&env, key_file, &base_url) {
-        Ok(found) => found,
-        Err(looked) if settings.required => bail!(
-            "W&B is required (wandb.required) but no API key was found; looked in: {}",
-            looked.join(", ")
-        ),
-        Err(looked) => {
-            eprintln!(
-                "wandb: warning: no API key (looked in: {}); going on without W&B",
-                looked.join(", ")
-            );
-            return Ok(Connection::Disabled);
-        }
-    };
-    eprintln!("wandb: API key from {source}, server {base_url}");
-    Ok(Connection::Online(client::Client::new(&base_url, &key)))
 }
 
 /// Starts a run as the settings and the environment say, or explains why there is none.
@@ -145,11 +96,6 @@ pub fn start(
     };
     let offline_root = env("WANDB_DIR").map_or_else(|| run.root.to_owned(), PathBuf::from);
     Ok(Some(WandbRun::start(client, spec, offline_root)))
-}
-
-/// The project runs go to: the settings', else `WANDB_PROJECT`.
-fn project(settings: &WandbConfig) -> Option<String> {
-    settings.project.clone().or_else(|| env("WANDB_PROJECT"))
 }
 
 /// Eight characters of [a-z0-9], as W&B's own run ids.

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{ApiError, Client};
 use super::clock::{unix_seconds, utc_timestamp};
+use super::connection::app_url;
 use super::offline::OfflineRun;
 use super::spec::RunSpec;
 use super::system::SystemSampler;
@@ -484,21 +485,5 @@ impl Worker {
         }
         self.report.files_uploaded = uploaded.len();
         uploaded
-    }
-}
-
-/// The web app's address for an API address: `https://api.wandb.ai` → `https://wandb.ai`.
-pub(super) fn app_url(base: &str) -> String {
-    base.trim_end_matches('/').replacen("://api.", "://", 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn app_urls() {
-        assert_eq!(app_url("https://api.wandb.ai"), "https://wandb.ai");
-        assert_eq!(app_url("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
     }
 }

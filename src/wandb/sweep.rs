@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::{Connection, WandbConfig, connect, env, project, run::app_url};
+use super::connection::{Connection, app_url, base_url, connect, env, project};
+use super::settings::WandbConfig;
 
 /// The mutation with the variables and answer fields of the SDK's newest form of it (the
 /// first it tries, in `wandb/apis/public/sweeps.py`).
@@ -87,7 +88,7 @@ pub fn create_sweep(
     let project = &sweep["project"];
     let url = format!(
         "{}/{}/{}/sweeps/{id}",
-        app_url(&super::base_url()),
+        app_url(&base_url()),
         project["entity"]["name"].as_str().unwrap_or_default(),
         project["name"].as_str().unwrap_or_default(),
     );
