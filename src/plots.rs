@@ -17,10 +17,10 @@ use crate::output;
 const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
-pub const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
-pub const VALIDATION_COLOR: RGBColor = RGBColor(255, 127, 14);
+const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
+const VALIDATION_COLOR: RGBColor = RGBColor(255, 127, 14);
 /// The colour of a confusion cell holding its whole row: every example of the class.
-pub const FULL_CELL: RGBColor = RGBColor(8, 48, 107);
+const FULL_CELL: RGBColor = RGBColor(8, 48, 107);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 

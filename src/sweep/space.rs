@@ -128,12 +128,13 @@ impl Sweep {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading sweep file {}", path.display()))?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new(".")), path)
-            .map_err(|err| anyhow::anyhow!("{}: {err:#}", path.display()))
+        Self::parse(&text, path).map_err(|err| anyhow::anyhow!("{}: {err:#}", path.display()))
     }
 
-    fn parse(text: &str, dir: &Path, path: &Path) -> Result<Self> {
+    /// `text`, read from `path` (which names the sweep and places a relative `base`).
+    fn parse(text: &str, path: &Path) -> Result<Self> {
         let file: SweepFile = toml::from_str(text)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         let base = match file.base {
             Value::String(relative) => TrainConfig::load(&dir.join(relative)).context("base")?,
             table @ Value::Table(_) => {
@@ -485,7 +486,7 @@ mod tests {
     fn sweep(text: &str) -> Result<Sweep> {
         let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
         let text = format!("base = \"smoke.toml\"\n{text}");
-        Sweep::parse(&text, &configs, &configs.join("test-sweep.toml"))
+        Sweep::parse(&text, &configs.join("test-sweep.toml"))
     }
 
     fn error(text: &str) -> String {
