@@ -145,15 +145,36 @@ fn idx_head(idx: &[u8], count: u32) -> Vec<u8> {
     head
 }
 
+/// The sample's four IDX files, raw, cut to their first 16 records: names and bytes.
+fn sample_idx() -> (Vec<&'static str>, Vec<Vec<u8>>) {
+    [
+        ("train-images-idx3-ubyte", sample::TRAIN_IMAGES),
+        ("train-labels-idx1-ubyte", sample::TRAIN_LABELS),
+        ("t10k-images-idx3-ubyte", sample::TEST_IMAGES),
+        ("t10k-labels-idx1-ubyte", sample::TEST_LABELS),
+    ]
+    .into_iter()
+    .map(|(name, gz)| (name, idx_head(&gunzip(gz), 16)))
+    .unzip()
+}
+
+/// Writes a set of files into `dir`: `names` with their `originals`, the one at `spoilt` with
+/// `bytes` instead.
+fn write_spoilt(
+    dir: &Path,
+    names: &[impl AsRef<Path>],
+    originals: &[Vec<u8>],
+    spoilt: usize,
+    bytes: &[u8],
+) {
+    for (i, (name, original)) in names.iter().zip(originals).enumerate() {
+        std::fs::write(dir.join(name), if i == spoilt { bytes } else { original }).unwrap();
+    }
+}
+
 #[test]
 fn idx_files_raw_and_gzipped() {
-    let small = |gz: &[u8]| idx_head(&gunzip(gz), 16);
-    let files = [
-        ("train-images-idx3-ubyte", small(sample::TRAIN_IMAGES)),
-        ("train-labels-idx1-ubyte", small(sample::TRAIN_LABELS)),
-        ("t10k-images-idx3-ubyte", small(sample::TEST_IMAGES)),
-        ("t10k-labels-idx1-ubyte", small(sample::TEST_LABELS)),
-    ];
+    let (names, raw) = sample_idx();
     for gzipped in [false, true] {
         // Gzipped, the compressed bytes are spoilt: the gzip layer is fuzzed too.
         let (name, suffix) = if gzipped {
@@ -161,15 +182,13 @@ fn idx_files_raw_and_gzipped() {
         } else {
             ("idx", "")
         };
-        let originals: Vec<Vec<u8>> = files
+        let originals: Vec<Vec<u8>> = raw
             .iter()
-            .map(|(_, bytes)| if gzipped { gzip(bytes) } else { bytes.clone() })
+            .map(|bytes| if gzipped { gzip(bytes) } else { bytes.clone() })
             .collect();
+        let files: Vec<String> = names.iter().map(|n| format!("{n}{suffix}")).collect();
         fuzz(name, 800, &originals, |dir, spoilt, spoilt_bytes| {
-            for (i, ((file, _), original)) in files.iter().zip(&originals).enumerate() {
-                let bytes = if i == spoilt { spoilt_bytes } else { original };
-                std::fs::write(dir.join(format!("{file}{suffix}")), bytes).unwrap();
-            }
+            write_spoilt(dir, &files, &originals, spoilt, spoilt_bytes);
             let both = dataset::load(dir).is_ok();
             dataset::load_test(dir).is_ok() && both
         });
@@ -318,20 +337,14 @@ fn model_directories_loaded_and_through_infer() {
     std::fs::write(digits.join("digits.csv"), sample_csv(4, None)).unwrap();
     let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
 
-    let spoil = |dir: &Path, spoilt: usize, spoilt_bytes: &[u8]| {
-        for (i, (name, original)) in files.iter().zip(&originals).enumerate() {
-            let bytes = if i == spoilt { spoilt_bytes } else { original };
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    };
     fuzz("model directory", 600, &originals, |dir, spoilt, bytes| {
-        spoil(dir, spoilt, bytes);
+        write_spoilt(dir, &files, &originals, spoilt, bytes);
         ModelDir::new(dir).load(&cpu.device).is_ok()
     });
     fuzz("infer, model", 150, &originals, |dir, spoilt, bytes| {
         let model = dir.join("model");
         std::fs::create_dir_all(&model).unwrap();
-        spoil(&model, spoilt, bytes);
+        write_spoilt(&model, &files, &originals, spoilt, bytes);
         let args = InferArgs {
             model,
             input: digits.clone(),
@@ -348,21 +361,11 @@ fn stages_refusing_input_leave_no_output() {
     let model = trained_model(trained.path());
 
     // parse: one of the four IDX files spoilt.
-    let idx = [
-        ("train-images-idx3-ubyte", sample::TRAIN_IMAGES),
-        ("train-labels-idx1-ubyte", sample::TRAIN_LABELS),
-        ("t10k-images-idx3-ubyte", sample::TEST_IMAGES),
-        ("t10k-labels-idx1-ubyte", sample::TEST_LABELS),
-    ]
-    .map(|(name, gz)| (name, idx_head(&gunzip(gz), 16)));
-    let originals: Vec<Vec<u8>> = idx.iter().map(|(_, bytes)| bytes.clone()).collect();
+    let (names, originals) = sample_idx();
     fuzz("parse", 300, &originals, |dir, spoilt, spoilt_bytes| {
         let input = dir.join("idx");
         std::fs::create_dir_all(&input).unwrap();
-        for (i, (name, original)) in idx.iter().enumerate() {
-            let bytes = if i == spoilt { spoilt_bytes } else { original };
-            std::fs::write(input.join(name), bytes).unwrap();
-        }
+        write_spoilt(&input, &names, &originals, spoilt, spoilt_bytes);
         let args = ParseArgs {
             input,
             output: dir.join("out"),
