@@ -59,6 +59,11 @@ pub fn connect(settings: &WandbConfig, key_file: Option<&Path>) -> Result<Connec
     Ok(Connection::Online(Client::new(&base_url, &key)))
 }
 
+/// The entity runs go to: the settings', else `WANDB_ENTITY` (else the server's default).
+pub fn entity(settings: &WandbConfig) -> Option<String> {
+    settings.entity.clone().or_else(|| env("WANDB_ENTITY"))
+}
+
 /// The project runs go to: the settings', else `WANDB_PROJECT`.
 pub fn project(settings: &WandbConfig) -> Option<String> {
     settings.project.clone().or_else(|| env("WANDB_PROJECT"))

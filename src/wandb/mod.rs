@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
-use connection::{Connection, base_url, connect, env, project};
+use connection::{Connection, base_url, connect, entity, env, project};
 pub use run::{Report, WandbRun};
 pub use settings::WandbConfig;
 pub use sweep::create_sweep;
@@ -68,7 +68,7 @@ pub fn start(
         );
     }
     let spec = spec::RunSpec {
-        entity: settings.entity.clone().or_else(|| env("WANDB_ENTITY")),
+        entity: entity(settings),
         project: project(settings)
             .or_else(|| pipeline.clone())
             .unwrap_or_else(|| "mnist".into()),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::connection::{Connection, app_url, base_url, connect, env, project};
+use super::connection::{Connection, app_url, base_url, connect, entity, project};
 use super::settings::WandbConfig;
 
 /// The mutation with the variables and answer fields of the SDK's newest form of it (the
@@ -53,7 +53,7 @@ pub fn create_sweep(
         // JSON is YAML too: the server reads the configuration as YAML.
         "config": config.to_string(),
         "description": config.get("description"),
-        "entityName": settings.entity.clone().or_else(|| env("WANDB_ENTITY")),
+        "entityName": entity(settings),
         "projectName": project(settings).unwrap_or_else(|| "mnist".into()),
         "controller": null,
         "launchScheduler": null,
