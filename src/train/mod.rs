@@ -15,6 +15,7 @@ use crate::config::TrainConfig;
 use crate::data::{CLASSES, Splits};
 use crate::dataset;
 use crate::model_dir::ModelDir;
+use crate::pachyderm::Provenance;
 use tracking::Tracking;
 pub use trainer::{Checkpoints, Stopped, train};
 
@@ -73,10 +74,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let backend = backend::select(args.backend, Some(workload))?;
 
     let model_dir = args.model_dir(&config_path);
+    let provenance = Provenance::from_env();
     let mut tracking = Tracking::start(
         &config,
         &splits,
         &backend.info,
+        provenance.as_ref(),
         args.wandb_key_file.as_deref(),
         &model_dir,
     )?;
@@ -88,6 +91,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         tracking.sink(),
     )
     .and_then(|mut trained| {
+        trained.card.provenance = provenance;
         trained.card.wandb_run = tracking.url();
         model_dir.write(&trained.network, &trained.card, &trained.curves)?;
         Ok(trained)

@@ -27,18 +27,18 @@ impl Tracking {
         config: &TrainConfig,
         splits: &Splits,
         backend: &BackendInfo,
+        provenance: Option<&Provenance>,
         key_file: Option<&Path>,
         model_dir: &ModelDir,
     ) -> Result<Self> {
-        let provenance = Provenance::from_env();
-        let run_config = run_config(config, splits, backend, provenance.as_ref())?;
+        let run_config = run_config(config, splits, backend, provenance)?;
         let trial = config.sweep.as_ref();
         let run = wandb::start(
             &config.wandb,
             key_file,
             &NewRun {
                 config: &run_config,
-                provenance: provenance.as_ref(),
+                provenance,
                 name: trial.map(|trial| trial.trial.as_str()),
                 sweep_id: trial.and_then(|trial| trial.id.as_deref()),
                 root: model_dir.path(),

@@ -20,7 +20,6 @@ use crate::data::{CLASSES, Labelled, Splits};
 use crate::evaluate::{self, DeviceData};
 use crate::metrics::{EpochMetrics, MetricsSink, Sinks, StepMetrics};
 use crate::model_dir::{Curves, DatasetInfo, ModelCard, TestMetrics, TrainingInfo};
-use crate::pachyderm::Provenance;
 
 /// Training ended early because its run was stopped in W&B.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +168,8 @@ pub fn train(
             test_loss: test.loss,
             test_accuracy: test.accuracy,
         },
-        provenance: Provenance::from_env(),
+        // What the run is part of (the Pachyderm job, the W&B run): the stage fills it in.
+        provenance: None,
         wandb_run: None,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
     };
