@@ -30,9 +30,9 @@ endef
 
 # What the tests need beyond Rust: Debian's Fashion-MNIST, Mesa's software Vulkan (the wgpu
 # tests run on it), pytest with jsonschema for the pipeline specs, and the official W&B SDK
-# that checks the fake W&B server of the tests.
+# that checks the fake W&B server of the tests (with numpy and pillow, which its images need).
 APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1
-PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0
+PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0 numpy==2.4.6 pillow==13.0.0
 SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup build test demo bench bench-compare bench-gpu profile lint clean-demo docker-gpu push all repos secret upload sweep-push sweep-watch sweep-local pipelines update-pipelines clean

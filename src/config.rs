@@ -238,6 +238,17 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// The W&B artifact collection models trained with this config are versions of.
+    pub fn model_artifact(&self) -> String {
+        self.wandb.model_artifact.clone().unwrap_or_else(|| {
+            let kind = match self.model {
+                Architecture::Mlp(_) => "mlp",
+                Architecture::Cnn(_) => "cnn",
+            };
+            format!("mnist-{kind}")
+        })
+    }
+
     /// Checks the values that parse but cannot train; each error names its key.
     pub fn validate(&self) -> Result<()> {
         let t = &self.training;
@@ -295,6 +306,16 @@ impl TrainConfig {
                 )
             }
         };
+        if let Some(name) = &self.wandb.model_artifact
+            && (name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            bail!(
+                "wandb.model_artifact: {name:?} is not an artifact name (letters, digits, '-', '_' and '.')"
+            );
+        }
         if widths.contains(&0) {
             bail!("model: layer widths and channel counts must be at least 1");
         }

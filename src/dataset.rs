@@ -20,6 +20,28 @@ pub(crate) mod sample {
         include_bytes!("../data/mnist-sample/train-labels-idx1-ubyte.gz");
     pub const TEST_IMAGES: &[u8] = include_bytes!("../data/mnist-sample/t10k-images-idx3-ubyte.gz");
     pub const TEST_LABELS: &[u8] = include_bytes!("../data/mnist-sample/t10k-labels-idx1-ubyte.gz");
+    /// Every file, by name.
+    pub const FILES: [(&str, &[u8]); 4] = [
+        ("train-images-idx3-ubyte.gz", TRAIN_IMAGES),
+        ("train-labels-idx1-ubyte.gz", TRAIN_LABELS),
+        ("t10k-images-idx3-ubyte.gz", TEST_IMAGES),
+        ("t10k-labels-idx1-ubyte.gz", TEST_LABELS),
+    ];
+}
+
+/// The files [`load`] reads from `dir`.
+pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let (train_csv, test_csv) = (dir.join("train.csv"), dir.join("test.csv"));
+    if train_csv.is_file() && test_csv.is_file() {
+        return Ok(vec![train_csv, test_csv]);
+    }
+    let files = IdxSet::find(dir)?;
+    Ok(vec![
+        files.train_images,
+        files.train_labels,
+        files.test_images,
+        files.test_labels,
+    ])
 }
 
 /// Loads `dir`: `train.csv` and `test.csv` if both are there, else the four IDX files found

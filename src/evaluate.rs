@@ -82,6 +82,8 @@ pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
     pub predictions: Vec<u8>,
+    /// The softmax probability of each prediction.
+    pub confidences: Vec<f32>,
 }
 
 /// A labelled dataset on a device: its preprocessed images and its labels as tensors, made
@@ -109,6 +111,7 @@ impl<'a> DeviceData<'a> {
     pub fn evaluate(&self, network: &Network, loss_kind: Loss) -> Result<Evaluation> {
         let len = self.len();
         let mut predictions = Vec::with_capacity(len);
+        let mut confidences = Vec::with_capacity(len);
         let mut loss_sum = 0.0;
         for start in (0..len).step_by(EVAL_BATCH) {
             let batch = EVAL_BATCH.min(len - start);
@@ -116,6 +119,8 @@ impl<'a> DeviceData<'a> {
             let targets = self.targets.clone().narrow(0, start, batch);
             let batch_loss = loss(loss_kind, outputs.clone(), targets);
             loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * batch as f64;
+            let probabilities = burn::tensor::activation::softmax(outputs.clone(), 1);
+            confidences.extend(probabilities.max_dim(1).try_into_data()?.iter::<f32>());
             let classes = outputs.argmax(1).try_into_data()?;
             predictions.extend(classes.iter::<i64>().map(|c| c as u8));
         }
@@ -128,6 +133,7 @@ impl<'a> DeviceData<'a> {
             loss: loss_sum / len.max(1) as f64,
             accuracy: correct as f64 / len.max(1) as f64,
             predictions,
+            confidences,
         })
     }
 }

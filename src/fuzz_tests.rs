@@ -417,6 +417,7 @@ fn stages_refusing_input_leave_no_output() {
                 data: Some(data),
                 output: dir.join("out"),
                 backend: BackendChoice::Cpu,
+                wandb_key_file: None,
             };
             stage(&args.output, || stats::run(&args))
         },

@@ -7,6 +7,7 @@ mod console;
 mod data;
 mod dataset;
 mod evaluate;
+mod evaluation_run;
 mod fetch;
 #[cfg(test)]
 mod fuzz_tests;

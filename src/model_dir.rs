@@ -42,8 +42,20 @@ pub struct ModelCard {
     /// The W&B run that trained the model, when it was logged online.
     #[serde(default)]
     pub wandb_run: Option<String>,
+    /// The W&B artifact version the model was logged as, once the server has numbered it.
+    #[serde(default)]
+    pub wandb_artifact: Option<ArtifactLink>,
     /// Version of the `mnist` tool that trained the model.
     pub crate_version: String,
+}
+
+/// A W&B artifact version: the name the SDK and `mnist stats` use it by, and its page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactLink {
+    /// `entity/project/collection:vN`.
+    pub name: String,
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +128,11 @@ impl ModelDir {
             &model::save_weights(network)?,
         )?;
         output::write_json(&self.path.join(Self::CURVES), curves)?;
+        output::write_json(&self.path.join(Self::CARD), card)
+    }
+
+    /// Replaces the card of a written model.
+    pub fn write_card(&self, card: &ModelCard) -> Result<()> {
         output::write_json(&self.path.join(Self::CARD), card)
     }
 

@@ -23,6 +23,18 @@ pub fn load(path: &Path, shape: InputShape) -> Result<Images> {
 }
 
 /// Luminance 0..1 of every pixel, transparency composited over white.
+/// One image, 8-bit grayscale, as PNG.
+pub fn encode(pixels: &[u8], shape: InputShape) -> Result<Vec<u8>> {
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, shape.width as u32, shape.height as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().context("encoding PNG")?;
+    writer.write_image_data(pixels).context("encoding PNG")?;
+    writer.finish().context("encoding PNG")?;
+    Ok(png)
+}
+
 fn decode(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize), png::DecodingError> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());

@@ -1,5 +1,5 @@
 //! `mnist stats`: what a trained model is made of (parameter statistics per layer) and, with
-//! labelled data, how well it does per class.
+//! labelled data, how well it does per class, logged to W&B as an evaluation of the model.
 
 use std::path::PathBuf;
 
@@ -12,6 +12,7 @@ use crate::backend::{self, BackendChoice};
 use crate::data::CLASSES;
 use crate::dataset;
 use crate::evaluate::DeviceData;
+use crate::evaluation_run::{self, Evaluated};
 use crate::model_dir::ModelDir;
 use crate::{output, plots};
 
@@ -32,6 +33,10 @@ pub struct StatsArgs {
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
+    /// File holding the W&B API key, for the eval run that `--data` logs, when WANDB_API_KEY
+    /// is not set [default: /secrets/wandb/key]. The model's `[wandb]` settings apply.
+    #[arg(long, value_name = "FILE", env = "MNIST_WANDB_KEY_FILE")]
+    pub wandb_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,19 +87,23 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let model_dir = ModelDir::new(&args.model);
     let model = model_dir.load(&backend.device)?;
     let curves = model_dir.curves()?;
-    let evaluation = match &args.data {
+    let evaluated = match &args.data {
         Some(dir) => {
             let test = dataset::load_test(dir)?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
-            Some(class_stats(
-                dir.display().to_string(),
-                &test.labels,
-                &eval.predictions,
-                eval.loss,
-            ))
+            Some((test, eval))
         }
         None => None,
+    };
+    let evaluation = match (&args.data, &evaluated) {
+        (Some(dir), Some((test, eval))) => Some(class_stats(
+            dir.display().to_string(),
+            &test.labels,
+            &eval.predictions,
+            eval.loss,
+        )),
+        _ => None,
     };
     let stats = Stats {
         model: model.card.summary.clone(),
@@ -117,7 +126,17 @@ pub fn run(args: &StatsArgs) -> Result<()> {
         &stats.model,
         &args.output.join("curves.png"),
     )?;
-    output::print(&table(&stats))
+    output::print(&table(&stats))?;
+    if let (Some((data, evaluation)), Some(class_stats)) = (&evaluated, &stats.evaluation) {
+        let evaluated = Evaluated {
+            card: &model.card,
+            data,
+            evaluation,
+            stats: class_stats,
+        };
+        evaluation_run::log(&evaluated, args.wandb_key_file.as_deref(), &args.output)?;
+    }
+    Ok(())
 }
 
 fn layer_stats(network: &impl Module) -> Result<Vec<LayerStats>> {

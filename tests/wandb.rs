@@ -14,12 +14,19 @@ use serde_json::Value;
 const KEY: &str = "local-0123456789abcdef0123456789abcdef01234567";
 
 fn train(server: &str, out: &Path, env: &[(&str, &str)]) -> Output {
+    train_with(server, out, env, &["--epochs", "1"])
+}
+
+/// `train` with its own command-line overrides.
+fn train_with(server: &str, out: &Path, env: &[(&str, &str)], overrides: &[&str]) -> Output {
     let mut cmd = mnist();
     cmd.env("WANDB_MODE", "online")
         .env("WANDB_BASE_URL", server)
         .env_remove("WANDB_API_KEY")
         .env("HOME", out) // no ~/.netrc
-        .args(["train", "--backend", "cpu", "--epochs", "1", "--config"])
+        .args(["train", "--backend", "cpu"])
+        .args(overrides)
+        .arg("--config")
         .arg(config("smoke.toml"))
         .arg("--output")
         .arg(out.join("model"))
@@ -135,7 +142,27 @@ fn a_run_delivers_config_history_summary_files_and_its_end() {
         .iter()
         .filter_map(|r| r.2.as_deref())
         .collect();
-    assert_eq!(operations, ["UpsertBucket", "CreateRunFiles"]);
+    // The data, used by reference (no files); the model, uploaded, `best` decided first.
+    assert_eq!(
+        operations,
+        [
+            "UpsertBucket",
+            "CreateArtifact",
+            "CreateArtifactManifest",
+            "CreateArtifactManifest",
+            "CommitArtifact",
+            "UseArtifact",
+            "ArtifactVersion",
+            "ArtifactByName",
+            "CreateArtifact",
+            "CreateArtifactManifest",
+            "CreateArtifactFiles",
+            "CreateArtifactManifest",
+            "CommitArtifact",
+            "ArtifactVersion",
+            "CreateRunFiles"
+        ]
+    );
     drop(state);
     let events = server.lines("wandb-events.jsonl");
     assert!(
@@ -593,4 +620,477 @@ fn a_sweep_is_created_as_the_official_sdk_creates_it_and_its_trials_join_it() {
     let config: Value = serde_json::from_str(upsert["config"].as_str().unwrap()).unwrap();
     assert!(config["optimizer.lr"]["value"].is_f64(), "{config}");
     assert!(config["training.batch_size"]["value"].is_u64(), "{config}");
+}
+
+/// `mnist stats --data` on the sample's test split, logged as an eval run to `server`.
+fn evaluate(server: &str, model: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = mnist();
+    cmd.env("WANDB_MODE", "online")
+        .env("WANDB_BASE_URL", server)
+        .env("WANDB_API_KEY", KEY)
+        .env("HOME", out)
+        .args(["stats", "--backend", "cpu", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(sample_dir())
+        .arg("--output")
+        .arg(out.join("stats"));
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd.output().unwrap()
+}
+
+/// The artifact requests of one kind of operation, whole.
+fn artifact_requests(server: &FakeWandb, operation: &str) -> Vec<Value> {
+    server
+        .state()
+        .artifact_requests
+        .iter()
+        .filter(|r| operation_name(r).as_deref() == Some(operation))
+        .cloned()
+        .collect()
+}
+
+/// The keys of a JSON object, and of each object under it, as `a`, `a.b`, … (list items
+/// are described by their first item).
+fn shape(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let path = format!("{prefix}{key}");
+                    out.push(path.clone());
+                    walk(item, &format!("{path}."), out);
+                }
+            }
+            Value::Array(items) => {
+                if let Some(first) = items.first() {
+                    walk(first, &format!("{prefix}[]."), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out.sort();
+    out
+}
+
+/// The run's history rows that hold `key`.
+fn rows_with(server: &FakeWandb, key: &str) -> Vec<Value> {
+    server
+        .lines("wandb-history.jsonl")
+        .into_iter()
+        .filter(|row| row.get(key).is_some())
+        .collect()
+}
+
+/// A run_table artifact's table file, as uploaded.
+fn uploaded_table(server: &FakeWandb, entry_suffix: &str) -> Value {
+    let state = server.state();
+    let (_, bytes) = state
+        .puts
+        .iter()
+        .find(|(path, _)| path.starts_with("/storage/artifact/") && path.ends_with(entry_suffix))
+        .unwrap_or_else(|| panic!("no upload of {entry_suffix}: {:?}", state.puts.keys()));
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// The official SDK logs, against the fake server, what `mnist train` and `mnist stats` log:
+/// a dataset by reference that the run uses, a model file with aliases, a table with an image
+/// and a confusion matrix. Ours must send the same GraphQL documents with the same variables,
+/// upload files with their `Content-MD5`, and write tables and the chart in the SDK's shapes.
+#[test]
+fn artifacts_tables_and_the_chart_are_sent_as_the_official_sdk_sends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("train.csv"), "5,0,0,0\n").unwrap();
+    std::fs::write(dir.path().join("model.bpk"), b"\x00\x01weights".repeat(10)).unwrap();
+    let script = r#"
+import os, numpy as np, wandb
+run = wandb.init(entity="team", project="digits", job_type="train")
+data = wandb.Artifact("mnist-sample", type="dataset", metadata={"train": 1})
+data.add_reference("file://" + os.path.abspath("train.csv"), name="train.csv")
+run.use_artifact(data)
+run.log({"loss": 0.5})
+model = wandb.Artifact("mnist-cnn", type="model", metadata={"val_accuracy": 0.9})
+model.add_file("model.bpk")
+run.log_artifact(model, aliases=["latest", "best"])
+image = np.zeros((28, 28), dtype=np.uint8)
+image[5:20, 10:12] = 255
+mistakes = wandb.Table(columns=["image", "true", "predicted", "confidence", "index"],
+                       data=[[wandb.Image(image), 1, 7, 0.93, 12]])
+chart = wandb.plot.confusion_matrix(y_true=[0, 1, 1], preds=[0, 1, 0], class_names=["0", "1"])
+run.log({"eval/mistakes": mistakes, "confusion_matrix": chart})
+run.finish()
+"#;
+    let sdk = FakeWandb::start(&[]);
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("WANDB_BASE_URL", &sdk.url)
+        .env("WANDB_API_KEY", KEY)
+        .env("WANDB_DIR", dir.path())
+        .env("HOME", dir.path())
+        .env("WANDB_MODE", "online")
+        .env("WANDB_DISABLE_GIT", "true")
+        .current_dir(dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the SDK failed:\n{}",
+        stderr(&output)
+    );
+
+    let ours = FakeWandb::start(&[]);
+    let env = [
+        ("WANDB_API_KEY", KEY),
+        ("WANDB_ENTITY", "team"),
+        ("WANDB_PROJECT", "digits"),
+    ];
+    let output = train_with(&ours.url, dir.path(), &env, &["--epochs", "1"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let model = dir.path().join("model");
+    let output = evaluate(&ours.url, &model, dir.path(), &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let eval_log = stderr(&output);
+
+    // The same documents, and the same variables, for every operation both sent.
+    for operation in [
+        "CreateArtifact",
+        "CreateArtifactManifest",
+        "CreateArtifactFiles",
+        "CommitArtifact",
+        "UseArtifact",
+    ] {
+        let (theirs, mine) = (
+            artifact_requests(&sdk, operation),
+            artifact_requests(&ours, operation),
+        );
+        assert!(!theirs.is_empty() && !mine.is_empty(), "{operation}");
+        // The SDK's Python API uses artifacts by name with its own document; wandb-core's
+        // `UseArtifact` is the one that marks a logged artifact as used.
+        let theirs: Vec<&Value> = theirs
+            .iter()
+            .filter(|r| r["variables"].get("input").is_some() || operation != "UseArtifact")
+            .collect();
+        let (t, m) = (&theirs[0], &mine[0]);
+        assert_eq!(
+            graphql_tokens(t["query"].as_str().unwrap()),
+            graphql_tokens(m["query"].as_str().unwrap()),
+            "{operation}: the documents differ"
+        );
+        assert_eq!(
+            shape(&t["variables"]),
+            shape(&m["variables"]),
+            "{operation}: the variables differ"
+        );
+        eprintln!(
+            "{operation}: same document (sha256 of its tokens {}), variables {:?}",
+            &sha256_hex(graphql_tokens(m["query"].as_str().unwrap()).as_bytes())[..16],
+            shape(&m["variables"])
+        );
+    }
+    // The model: its version's inputs as the SDK sets them, each file with its checksum.
+    let created = artifact_requests(&ours, "CreateArtifact");
+    let model_input = created
+        .iter()
+        .map(|r| &r["variables"]["input"])
+        .find(|i| i["artifactTypeName"] == "model")
+        .unwrap();
+    assert_eq!(model_input["artifactCollectionName"], "mnist-cnn");
+    assert_eq!(model_input["digestAlgorithm"], "MANIFEST_MD5");
+    assert!(model_input["runName"].is_string() && model_input["historyStep"].is_number());
+    let metadata: Value = serde_json::from_str(model_input["metadata"].as_str().unwrap()).unwrap();
+    assert!(
+        metadata["val_accuracy"].as_f64().unwrap() > 0.5,
+        "{metadata}"
+    );
+    assert!(metadata["parameters"].as_u64().unwrap() > 0, "{metadata}");
+    assert!(
+        metadata["architecture"]
+            .as_str()
+            .unwrap()
+            .starts_with("cnn"),
+        "{metadata}"
+    );
+    let data_input = created
+        .iter()
+        .map(|r| &r["variables"]["input"])
+        .find(|i| i["artifactTypeName"] == "dataset")
+        .unwrap();
+    // Used, not made, by the run: no producing run, as the SDK's `use_artifact`.
+    assert!(data_input["runName"].is_null() && data_input["historyStep"].is_null());
+    let state = ours.state();
+    let model_version = state
+        .artifacts
+        .iter()
+        .find(|a| a.collection() == "mnist-cnn")
+        .unwrap();
+    assert!(model_version.committed);
+    assert_eq!(model_version.aliases, ["latest", "best"]);
+    let weights = std::fs::read(model.join("model.bpk")).unwrap();
+    let path = format!("/storage/artifact/{}/model.bpk", model_version.id);
+    assert_eq!(state.puts[&path], weights);
+    assert_eq!(state.put_md5s[&path], md5_base64(&weights));
+    let manifest: Value =
+        serde_json::from_slice(&state.puts[&format!("/storage/manifest/{}", model_version.id)])
+            .unwrap();
+    assert_eq!(
+        manifest["contents"]["model.bpk"]["digest"],
+        md5_base64(&weights).as_str()
+    );
+    let dataset = state
+        .artifacts
+        .iter()
+        .find(|a| a.input["artifactTypeName"] == "dataset")
+        .unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&state.puts[&format!("/storage/manifest/{}", dataset.id)]).unwrap();
+    let reference = manifest["contents"]["train-images-idx3-ubyte.gz"]["ref"]
+        .as_str()
+        .unwrap();
+    assert!(reference.starts_with("builtin://mnist/"), "{manifest}");
+    // The eval run used the model's version; the training run, the data.
+    let runs: Vec<String> = state
+        .upserts
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        state
+            .uses
+            .iter()
+            .any(|(run, id)| *id == model_version.id && run != &runs[0]),
+        "{:?}\n{eval_log}",
+        state.uses
+    );
+    assert!(
+        state
+            .uses
+            .iter()
+            .any(|(run, id)| *id == dataset.id && run == &runs[0]),
+        "{:?}",
+        state.uses
+    );
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(model.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card["wandb_artifact"]["name"], "team/digits/mnist-cnn:v0");
+    assert_eq!(
+        card["wandb_artifact"]["url"],
+        format!("{}/team/digits/artifacts/model/mnist-cnn/v0", ours.url)
+    );
+    drop(state);
+
+    // Tables: the history value, the table file and the chart, in the SDK's shapes.
+    let (their_row, our_row) = (
+        &rows_with(&sdk, "eval/mistakes")[0],
+        &rows_with(&ours, "eval/mistakes")[0],
+    );
+    assert_eq!(
+        shape(&their_row["eval/mistakes"]),
+        shape(&our_row["eval/mistakes"])
+    );
+    assert_eq!(
+        shape(&their_row["confusion_matrix_table"]),
+        shape(&our_row["confusion_matrix_table"])
+    );
+    let (theirs, mine) = (
+        uploaded_table(&sdk, "mistakes.table.json"),
+        uploaded_table(&ours, "mistakes.table.json"),
+    );
+    assert_eq!(shape(&theirs), shape(&mine));
+    assert_eq!(theirs["column_types"], mine["column_types"]);
+    assert_eq!(
+        mine["nrows"].as_u64().unwrap(),
+        mine["data"].as_array().unwrap().len() as u64
+    );
+    assert!(mine["nrows"].as_u64().unwrap() > 0);
+    let image = &mine["data"][0][0];
+    assert_eq!(image["_type"], "image-file");
+    let png = ours
+        .state()
+        .puts
+        .iter()
+        .find(|(p, _)| p.ends_with(image["path"].as_str().unwrap()))
+        .map(|(_, b)| b.clone())
+        .unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let (theirs, mine) = (
+        uploaded_table(&sdk, "confusion_matrix_table.table.json"),
+        uploaded_table(&ours, "confusion_matrix_table.table.json"),
+    );
+    assert_eq!(theirs["column_types"], mine["column_types"]);
+    assert_eq!(mine["nrows"], 100);
+    let summary: Value =
+        serde_json::from_str(&ours.state().files["wandb-summary.json"][&0]).unwrap();
+    assert_eq!(summary["confusion_matrix_table"]["_type"], "table-file");
+    assert!(summary["eval/accuracy"].as_f64().unwrap() > 0.5);
+    let chart = |server: &FakeWandb| -> Value {
+        let state = server.state();
+        let upsert = state
+            .upserts
+            .iter()
+            .rev()
+            .find(|u| u["config"].as_str().unwrap_or("").contains("visualize"))
+            .expect("the chart in the config");
+        let config: Value = serde_json::from_str(upsert["config"].as_str().unwrap()).unwrap();
+        let mut chart = config["_wandb"]["value"]["visualize"]["confusion_matrix"].clone();
+        chart["panel_config"]["stringSettings"]["title"] = Value::Null;
+        chart
+    };
+    assert_eq!(chart(&sdk), chart(&ours));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn md5_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+}
+
+/// Three trainings into one collection: each a new version, `latest` on the last, `best` on the
+/// one with the highest validation accuracy, whatever order they came in; the data, unchanged,
+/// one version used by all three.
+#[test]
+fn latest_and_best_aliases_follow_three_runs() {
+    let server = FakeWandb::start(&[]);
+    let env = [
+        ("WANDB_API_KEY", KEY),
+        ("WANDB_ENTITY", "team"),
+        ("WANDB_PROJECT", "digits"),
+    ];
+    // Two epochs beat one; a learning rate of 1e-6 learns next to nothing.
+    let runs: [&[&str]; 3] = [
+        &["--epochs", "1"],
+        &["--epochs", "2"],
+        &["--epochs", "1", "--lr", "1e-6"],
+    ];
+    let mut cards = Vec::new();
+    for (i, overrides) in runs.iter().enumerate() {
+        let out = tempfile::tempdir().unwrap();
+        let output = train_with(&server.url, out.path(), &env, overrides);
+        assert!(output.status.success(), "run {i}: {}", stderr(&output));
+        let card: Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("model/model.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            card["wandb_artifact"]["name"],
+            format!("team/digits/mnist-cnn:v{i}")
+        );
+        cards.push(card);
+    }
+    let state = server.state();
+    let models: Vec<&common::fake_wandb::FakeArtifact> = state
+        .artifacts
+        .iter()
+        .filter(|a| a.collection() == "mnist-cnn")
+        .collect();
+    assert_eq!(models.len(), 3);
+    let accuracy =
+        |a: &common::fake_wandb::FakeArtifact| a.metadata()["val_accuracy"].as_f64().unwrap();
+    let accuracies: Vec<f64> = models.iter().map(|a| accuracy(a)).collect();
+    assert!(
+        accuracies[1] > accuracies[0] && accuracies[0] > accuracies[2],
+        "{accuracies:?}"
+    );
+    let with = |alias: &str| -> Vec<usize> {
+        models
+            .iter()
+            .filter(|a| a.aliases.iter().any(|x| x == alias))
+            .map(|a| a.version)
+            .collect()
+    };
+    assert_eq!(with("latest"), [2]);
+    assert_eq!(with("best"), [1]);
+    let data: Vec<&common::fake_wandb::FakeArtifact> = state
+        .artifacts
+        .iter()
+        .filter(|a| a.input["artifactTypeName"] == "dataset")
+        .collect();
+    assert_eq!(data.len(), 1, "the same data is one version");
+    assert_eq!(
+        state
+            .uses
+            .iter()
+            .filter(|(_, id)| *id == data[0].id)
+            .count(),
+        3
+    );
+}
+
+/// An offline run keeps its artifacts (the files beside it) and `wandb sync` uploads them as
+/// the online run would have: the data used by reference, the model with its files.
+#[test]
+fn wandb_sync_uploads_an_offline_runs_artifacts() {
+    let out = tempfile::tempdir().unwrap();
+    let output = train(
+        "http://127.0.0.1:9",
+        out.path(),
+        &[("WANDB_MODE", "offline"), ("WANDB_RUN_ID", "art1fact")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("model/model.json")).unwrap())
+            .unwrap();
+    assert!(
+        card["wandb_artifact"].is_null(),
+        "offline, the version is not known yet"
+    );
+    let run_dir = std::fs::read_dir(out.path().join("model/wandb"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let server = FakeWandb::start(&[]);
+    sync(&run_dir, &server.url, out.path());
+    let state = server.state();
+    let model = state
+        .artifacts
+        .iter()
+        .find(|a| a.input["artifactTypeName"] == "model")
+        .expect("the model artifact synced");
+    assert!(model.committed);
+    assert_eq!(model.collection(), "mnist-cnn");
+    assert!(
+        model.aliases.contains(&"latest".to_string()),
+        "{:?}",
+        model.aliases
+    );
+    assert!(model.metadata()["val_accuracy"].as_f64().unwrap() > 0.5);
+    let weights = std::fs::read(out.path().join("model/model.bpk")).unwrap();
+    assert!(
+        state
+            .puts
+            .iter()
+            .any(|(path, body)| path.starts_with("/storage/artifact/")
+                && path.ends_with("/model.bpk")
+                && *body == weights),
+        "{:?}",
+        state.puts.keys()
+    );
+    let data = state
+        .artifacts
+        .iter()
+        .find(|a| a.input["artifactTypeName"] == "dataset")
+        .expect("the data artifact synced");
+    assert!(data.committed);
+    assert!(
+        state
+            .uses
+            .iter()
+            .any(|(run, id)| *id == data.id && run == "art1fact"),
+        "{:?}",
+        state.uses
+    );
 }

@@ -1,6 +1,7 @@
 //! `mnist train`: a config and data in, a model directory out. The stage reads as it runs:
 //! load the config and the data, choose the device, train (tracked in W&B), write the model.
 
+mod artifacts;
 mod checkpoint;
 mod optimizer;
 mod tracking;
@@ -16,7 +17,7 @@ use crate::data::{CLASSES, Splits};
 use crate::dataset;
 use crate::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
-use tracking::Tracking;
+use tracking::{Inputs, Tracking};
 pub use trainer::{Checkpoints, Stopped, train};
 
 #[derive(Debug, clap::Args)]
@@ -75,14 +76,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 
     let model_dir = args.model_dir(&config_path);
     let provenance = Provenance::from_env();
-    let mut tracking = Tracking::start(
-        &config,
-        &splits,
-        &backend.info,
-        provenance.as_ref(),
-        args.wandb_key_file.as_deref(),
-        &model_dir,
-    )?;
+    let inputs = Inputs {
+        config_path: &config_path,
+        data: args.data.as_deref(),
+        splits: &splits,
+        backend: &backend.info,
+        provenance: provenance.as_ref(),
+        key_file: args.wandb_key_file.as_deref(),
+    };
+    let mut tracking = Tracking::start(&config, &inputs, &model_dir)?;
     let result = train(
         &config,
         &splits,
@@ -96,7 +98,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         model_dir.write(&trained.network, &trained.card, &trained.curves)?;
         Ok(trained)
     });
-    tracking.finish(&result, &model_dir, &config_path);
+    tracking.finish(&result, &model_dir)?;
 
     let trained = result?;
     eprintln!(

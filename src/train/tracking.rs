@@ -1,6 +1,7 @@
 //! A training run's W&B lifecycle in one type: started (or not, as the settings and the
-//! environment say) before training, fed every report while it runs, finished with the exit
-//! code and, when the model was written, its files.
+//! environment say) before training, using the data as an artifact, fed every report while it
+//! runs, finished with the exit code and, when the model was written, its files and the model
+//! artifact, whose version then goes into the model card.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,35 +9,51 @@ use std::time::Instant;
 use anyhow::Result;
 use serde_json::{Map, Value, json};
 
+use super::artifacts;
 use super::trainer::{Stopped, Trained};
 use crate::backend::BackendInfo;
 use crate::config::TrainConfig;
 use crate::data::Splits;
 use crate::metrics::MetricsSink;
-use crate::model_dir::ModelDir;
+use crate::model_dir::{ArtifactLink, ModelDir};
 use crate::pachyderm::Provenance;
-use crate::wandb::{self, NewRun, WandbSink};
+use crate::wandb::{self, Content, NewRun, Role, RunFile, WandbSink};
 
 /// The W&B run of one training, if there is one.
 pub struct Tracking {
     sink: Option<WandbSink>,
+    config: TrainConfig,
+    config_path: PathBuf,
+}
+
+/// What the run is made of, besides the training config.
+pub struct Inputs<'a> {
+    pub config_path: &'a Path,
+    /// The data directory; `None` for the built-in sample.
+    pub data: Option<&'a Path>,
+    pub splits: &'a Splits,
+    pub backend: &'a BackendInfo,
+    pub provenance: Option<&'a Provenance>,
+    pub key_file: Option<&'a Path>,
 }
 
 impl Tracking {
-    pub fn start(
-        config: &TrainConfig,
-        splits: &Splits,
-        backend: &BackendInfo,
-        provenance: Option<&Provenance>,
-        key_file: Option<&Path>,
-        model_dir: &ModelDir,
-    ) -> Result<Self> {
+    pub fn start(config: &TrainConfig, inputs: &Inputs, model_dir: &ModelDir) -> Result<Self> {
+        let Inputs {
+            splits,
+            backend,
+            provenance,
+            key_file,
+            ..
+        } = *inputs;
         let run_config = run_config(config, splits, backend, provenance)?;
         let trial = config.sweep.as_ref();
         let run = wandb::start(
             &config.wandb,
             key_file,
             &NewRun {
+                job_type: "train",
+                command: "train",
                 config: &run_config,
                 provenance,
                 name: trial.map(|trial| trial.trial.as_str()),
@@ -44,8 +61,15 @@ impl Tracking {
                 root: model_dir.path(),
             },
         )?;
+        let mut sink = run.map(WandbSink::new);
+        if let Some(sink) = &mut sink {
+            let data = artifacts::dataset(inputs.data, splits, provenance)?;
+            sink.log_artifact(data, Role::Input);
+        }
         Ok(Self {
-            sink: run.map(WandbSink::new),
+            sink,
+            config: config.clone(),
+            config_path: inputs.config_path.to_owned(),
         })
     }
 
@@ -59,13 +83,18 @@ impl Tracking {
         &mut self.sink
     }
 
-    /// Ends the run with the outcome of training; uploads the model's files if it was written.
-    pub fn finish(self, outcome: &Result<Trained>, model_dir: &ModelDir, config: &Path) {
-        let Some(sink) = self.sink else {
-            return;
+    /// Ends the run with the outcome of training; when the model was written, uploads its
+    /// files, logs it as an artifact and records the artifact's version in its card.
+    pub fn finish(self, outcome: &Result<Trained>, model_dir: &ModelDir) -> Result<()> {
+        let Some(mut sink) = self.sink else {
+            return Ok(());
         };
         let (exit_code, files) = match outcome {
-            Ok(_) => (0, run_files(model_dir, config)),
+            Ok(trained) => {
+                let model = artifacts::model(&self.config, &self.config_path, trained, model_dir)?;
+                sink.log_artifact(model, Role::Output);
+                (0, run_files(model_dir, &self.config_path))
+            }
             Err(err) if err.is::<Stopped>() => (i32::from(Stopped::EXIT_CODE), Vec::new()),
             Err(_) => (1, Vec::new()),
         };
@@ -85,6 +114,16 @@ impl Tracking {
                 report.rows_sent, report.rows_unsent
             );
         }
+        let logged = report.artifacts.iter().find(|v| v.kind == "model");
+        if let (Ok(trained), Some(version)) = (outcome, logged) {
+            let mut card = trained.card.clone();
+            card.wandb_artifact = Some(ArtifactLink {
+                name: version.path(),
+                url: version.url(),
+            });
+            model_dir.write_card(&card)?;
+        }
+        Ok(())
     }
 }
 
@@ -119,7 +158,7 @@ fn run_config(
 }
 
 /// What a finished run uploads, by its W&B names: the model directory and the config.
-fn run_files(model_dir: &ModelDir, config: &Path) -> Vec<(String, PathBuf)> {
+fn run_files(model_dir: &ModelDir, config: &Path) -> Vec<RunFile> {
     let config_name = config.file_name().map_or("config.toml".into(), |name| {
         name.to_string_lossy().into_owned()
     });
@@ -129,5 +168,6 @@ fn run_files(model_dir: &ModelDir, config: &Path) -> Vec<(String, PathBuf)> {
         .map(|(name, path)| (name.to_owned(), path))
         .chain([(config_name, config.to_owned())])
         .filter(|(_, path)| path.is_file())
+        .map(|(name, path)| (name, Content::File(path)))
         .collect()
 }

@@ -171,6 +171,7 @@ pub fn train(
         // What the run is part of (the Pachyderm job, the W&B run): the stage fills it in.
         provenance: None,
         wandb_run: None,
+        wandb_artifact: None,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     Ok(Trained {

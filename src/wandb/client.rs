@@ -91,10 +91,24 @@ impl Client {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// Uploads `bytes` to a signed URL; signed URLs carry their own authorisation.
-    pub fn put(&self, url: &str, bytes: &[u8], deadline: Instant) -> Result<(), ApiError> {
-        self.retrying(url, deadline, || self.agent.put(url).send(bytes))
-            .map(|_| ())
+    /// Uploads `bytes` to a signed URL with `headers`; signed URLs carry their own
+    /// authorisation.
+    pub fn put(
+        &self,
+        url: &str,
+        bytes: &[u8],
+        headers: &[(String, String)],
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        self.retrying(url, deadline, || {
+            headers
+                .iter()
+                .fold(self.agent.put(url), |request, (name, value)| {
+                    request.header(name, value)
+                })
+                .send(bytes)
+        })
+        .map(|_| ())
     }
 
     fn post(&self, url: &str, body: &Value, deadline: Instant) -> Result<(u16, String), ApiError> {

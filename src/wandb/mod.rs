@@ -1,6 +1,8 @@
 //! Weights & Biases logging over W&B's own HTTP API (there is no usable Rust SDK). Knows nothing
 //! of Burn: training reports to it as to any other metrics sink.
 
+mod artifact;
+mod artifact_upload;
 mod client;
 mod clock;
 mod connection;
@@ -10,6 +12,7 @@ mod settings;
 mod spec;
 mod sweep;
 mod system;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,16 +22,22 @@ use serde_json::{Map, Value, json};
 
 use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
+pub use artifact::{Artifact, Content, Entry, Role};
 use connection::{Connection, base_url, connect, entity, env, project};
-pub use run::{Report, WandbRun};
+pub use run::{Report, RunFile, WandbRun};
 pub use settings::WandbConfig;
 pub use sweep::create_sweep;
+pub use table::{Cell, Png, Table, confusion_matrix};
 
 /// How long the end of a run may take to deliver.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(60);
 
 /// A run to start, beyond the settings: its config and what names it.
 pub struct NewRun<'a> {
+    /// `train`, `eval`, `inference`: what W&B groups runs by in the lineage graph.
+    pub job_type: &'a str,
+    /// The `mnist` subcommand that runs, for the run's program.
+    pub command: &'a str,
     /// Each top-level key becomes one W&B config entry.
     pub config: &'a Map<String, Value>,
     pub provenance: Option<&'a Provenance>,
@@ -77,14 +86,14 @@ pub fn start(
             .or_else(|| run.name.map(String::from))
             .or_else(|| provenance.and_then(|p| p.job_id.clone())),
         group: env("WANDB_RUN_GROUP").or(pipeline),
-        job_type: "train".into(),
+        job_type: run.job_type.into(),
         tags,
         notes: settings.notes.clone(),
         host: std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_owned())
             .or_else(|| env("HOSTNAME")),
-        program: "mnist train".into(),
+        program: format!("mnist {}", run.command),
         sweep: run.sweep_id.map(String::from),
         config: Value::Object(
             run.config
@@ -135,12 +144,12 @@ impl WandbSink {
     }
 
     /// Ends the run with its exit code and files; see [`WandbRun::finish`].
-    pub fn finish(
-        self,
-        exit_code: i32,
-        files: Vec<(String, PathBuf)>,
-        deadline: Duration,
-    ) -> Report {
+    /// Logs an artifact the run made or read; see [`WandbRun::log_artifact`].
+    pub fn log_artifact(&mut self, artifact: Artifact, role: Role) {
+        self.run.log_artifact(artifact, role);
+    }
+
+    pub fn finish(self, exit_code: i32, files: Vec<RunFile>, deadline: Duration) -> Report {
         self.run.finish(exit_code, self.summary, files, deadline)
     }
 }

@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use super::artifact::{Artifact, Content, Role, STORAGE_LAYOUT, STORAGE_POLICY};
 use super::clock;
+use super::run::RunFile;
 use super::spec::RunSpec;
 
 const BLOCK: usize = 32 * 1024;
@@ -84,6 +86,7 @@ mod record {
     pub const HISTORY: u32 = 2;
     pub const SUMMARY: u32 = 3;
     pub const FILES: u32 = 6;
+    pub const ARTIFACT: u32 = 8;
     pub const RUN: u32 = 17;
     pub const EXIT: u32 = 18;
     pub const FINAL: u32 = 20;
@@ -142,6 +145,39 @@ mod files {
     pub const POLICY_END: i64 = 1;
 }
 
+/// `ArtifactRecord`.
+mod artifact {
+    pub const RUN_ID: u32 = 1;
+    pub const PROJECT: u32 = 2;
+    pub const ENTITY: u32 = 3;
+    pub const TYPE: u32 = 4;
+    pub const NAME: u32 = 5;
+    pub const DIGEST: u32 = 6;
+    pub const METADATA: u32 = 8;
+    pub const USE_AFTER_COMMIT: u32 = 10;
+    pub const ALIASES: u32 = 11;
+    pub const MANIFEST: u32 = 12;
+    pub const FINALIZE: u32 = 14;
+    pub const CLIENT_ID: u32 = 15;
+    pub const SEQUENCE_CLIENT_ID: u32 = 16;
+    pub const DIGEST_ALGORITHM: u32 = 20;
+}
+
+/// `ArtifactManifest`, its `StoragePolicyConfigItem` and its `ArtifactManifestEntry`.
+mod manifest {
+    pub const VERSION: u32 = 1;
+    pub const STORAGE_POLICY: u32 = 2;
+    pub const STORAGE_POLICY_CONFIG: u32 = 3;
+    pub const CONTENTS: u32 = 4;
+    pub const CONFIG_KEY: u32 = 1;
+    pub const CONFIG_VALUE_JSON: u32 = 2;
+    pub const ENTRY_PATH: u32 = 1;
+    pub const ENTRY_DIGEST: u32 = 2;
+    pub const ENTRY_REF: u32 = 3;
+    pub const ENTRY_SIZE: u32 = 4;
+    pub const ENTRY_LOCAL_PATH: u32 = 6;
+}
+
 /// `RunExitRecord`.
 mod exit {
     pub const EXIT_CODE: u32 = 1;
@@ -153,7 +189,9 @@ pub struct OfflineRun<'a> {
     pub spec: &'a RunSpec,
     pub history: &'a [String],
     pub summary: &'a Map<String, Value>,
-    pub files: &'a [(String, PathBuf)],
+    pub files: &'a [RunFile],
+    /// Logged in this order; their files are kept beside the run, for `wandb sync` to upload.
+    pub artifacts: &'a [(Artifact, Role)],
     pub exit_code: i32,
     pub runtime_seconds: f64,
     pub started: SystemTime,
@@ -229,11 +267,18 @@ impl OfflineRun<'_> {
             let history = items(ITEMS, &row).message(history::STEP, step);
             record(Message::default().message(record::HISTORY, history));
         }
+        for (index, (artifact, role)) in self.artifacts.iter().enumerate() {
+            let store = dir
+                .join("artifacts")
+                .join(format!("{index}-{}", artifact.name));
+            let body = artifact_record(spec, artifact, *role, &store)?;
+            record(Message::default().message(record::ARTIFACT, body));
+        }
         record(Message::default().message(record::SUMMARY, items(ITEMS, self.summary)));
 
         let mut list = Message::default();
-        for (name, path) in self.files {
-            std::fs::copy(path, files_dir.join(name))?;
+        for (name, content) in self.files {
+            keep(content, &files_dir.join(name))?;
             let item = Message::default()
                 .string(files::PATH, name)
                 .int(files::POLICY, files::POLICY_END);
@@ -252,6 +297,76 @@ impl OfflineRun<'_> {
             .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
         Ok(dir)
     }
+}
+
+/// Writes a file's content at `to`, making its directory; references have no bytes to keep.
+fn keep(content: &Content, to: &Path) -> std::io::Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match content {
+        Content::File(path) => std::fs::copy(path, to).map(|_| ()),
+        Content::Bytes(bytes) => std::fs::write(to, bytes),
+        Content::Reference(_) => Ok(()),
+    }
+}
+
+/// An `ArtifactRecord` whose entries' bytes are kept under `store`, where the manifest's
+/// `local_path` points.
+fn artifact_record(
+    spec: &RunSpec,
+    artifact: &Artifact,
+    role: Role,
+    store: &Path,
+) -> std::io::Result<Message> {
+    let policy = Message::default()
+        .string(manifest::CONFIG_KEY, "storageLayout")
+        .string(
+            manifest::CONFIG_VALUE_JSON,
+            &Value::from(STORAGE_LAYOUT).to_string(),
+        );
+    let mut contents = Message::default()
+        .int(manifest::VERSION, 1)
+        .string(manifest::STORAGE_POLICY, STORAGE_POLICY)
+        .message(manifest::STORAGE_POLICY_CONFIG, policy);
+    for (name, entry) in &artifact.entries {
+        let mut item = Message::default()
+            .string(manifest::ENTRY_PATH, name)
+            .string(manifest::ENTRY_DIGEST, &entry.digest)
+            .int(manifest::ENTRY_SIZE, entry.size as i64);
+        if let Content::Reference(uri) = &entry.content {
+            item = item.string(manifest::ENTRY_REF, uri);
+        } else {
+            let local = store.join(name);
+            keep(&entry.content, &local)?;
+            let local = std::path::absolute(&local)?;
+            item = item.string(manifest::ENTRY_LOCAL_PATH, &local.to_string_lossy());
+        }
+        contents = contents.message(manifest::CONTENTS, item);
+    }
+    let metadata = if artifact.metadata.is_empty() {
+        String::new()
+    } else {
+        Value::Object(artifact.metadata.clone()).to_string()
+    };
+    let mut body = Message::default()
+        .string(artifact::RUN_ID, &spec.run_id)
+        .string(artifact::PROJECT, &spec.project)
+        .string(artifact::ENTITY, spec.entity.as_deref().unwrap_or(""))
+        .string(artifact::TYPE, &artifact.kind)
+        .string(artifact::NAME, &artifact.name)
+        .string(artifact::DIGEST, &artifact.digest())
+        .string(artifact::METADATA, &metadata)
+        .int(artifact::USE_AFTER_COMMIT, i64::from(role == Role::Input));
+    for alias in &artifact.aliases {
+        body = body.string(artifact::ALIASES, alias);
+    }
+    Ok(body
+        .message(artifact::MANIFEST, contents)
+        .int(artifact::FINALIZE, 1)
+        .string(artifact::CLIENT_ID, &artifact.client_id)
+        .string(artifact::SEQUENCE_CLIENT_ID, &artifact.sequence_client_id)
+        .string(artifact::DIGEST_ALGORITHM, "MANIFEST_MD5"))
 }
 
 /// LevelDB's log format with W&B's header.
@@ -392,6 +507,56 @@ mod tests {
             ("FilesItem.path", files::PATH.into()),
             ("FilesItem.policy", files::POLICY.into()),
             ("FilesItem.PolicyType.END", files::POLICY_END),
+            ("Record.artifact", record::ARTIFACT.into()),
+            ("ArtifactRecord.run_id", artifact::RUN_ID.into()),
+            ("ArtifactRecord.project", artifact::PROJECT.into()),
+            ("ArtifactRecord.entity", artifact::ENTITY.into()),
+            ("ArtifactRecord.type", artifact::TYPE.into()),
+            ("ArtifactRecord.name", artifact::NAME.into()),
+            ("ArtifactRecord.digest", artifact::DIGEST.into()),
+            ("ArtifactRecord.metadata", artifact::METADATA.into()),
+            (
+                "ArtifactRecord.use_after_commit",
+                artifact::USE_AFTER_COMMIT.into(),
+            ),
+            ("ArtifactRecord.aliases", artifact::ALIASES.into()),
+            ("ArtifactRecord.manifest", artifact::MANIFEST.into()),
+            ("ArtifactRecord.finalize", artifact::FINALIZE.into()),
+            ("ArtifactRecord.client_id", artifact::CLIENT_ID.into()),
+            (
+                "ArtifactRecord.sequence_client_id",
+                artifact::SEQUENCE_CLIENT_ID.into(),
+            ),
+            (
+                "ArtifactRecord.digest_algorithm",
+                artifact::DIGEST_ALGORITHM.into(),
+            ),
+            ("ArtifactManifest.version", manifest::VERSION.into()),
+            (
+                "ArtifactManifest.storage_policy",
+                manifest::STORAGE_POLICY.into(),
+            ),
+            (
+                "ArtifactManifest.storage_policy_config",
+                manifest::STORAGE_POLICY_CONFIG.into(),
+            ),
+            ("ArtifactManifest.contents", manifest::CONTENTS.into()),
+            ("StoragePolicyConfigItem.key", manifest::CONFIG_KEY.into()),
+            (
+                "StoragePolicyConfigItem.value_json",
+                manifest::CONFIG_VALUE_JSON.into(),
+            ),
+            ("ArtifactManifestEntry.path", manifest::ENTRY_PATH.into()),
+            (
+                "ArtifactManifestEntry.digest",
+                manifest::ENTRY_DIGEST.into(),
+            ),
+            ("ArtifactManifestEntry.ref", manifest::ENTRY_REF.into()),
+            ("ArtifactManifestEntry.size", manifest::ENTRY_SIZE.into()),
+            (
+                "ArtifactManifestEntry.local_path",
+                manifest::ENTRY_LOCAL_PATH.into(),
+            ),
             ("RunExitRecord.exit_code", exit::EXIT_CODE.into()),
             ("RunExitRecord.runtime", exit::RUNTIME.into()),
         ];

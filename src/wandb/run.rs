@@ -3,6 +3,7 @@
 //! final flush. The thread creates the run, streams `wandb-history.jsonl` and `output.log`
 //! through `file_stream` every few seconds (a heartbeat when idle), and at the end uploads the
 //! files and sends the summary, the list of uploaded files, `complete` and the exit code.
+//! Artifacts go out in the order the run logs them, between the rows they were logged after.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -13,12 +14,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
 
+use super::artifact::{Artifact, Content, Role};
+use super::artifact_upload::{self, RunNames, Version};
 use super::client::{ApiError, Client};
 use super::clock::{unix_seconds, utc_timestamp};
 use super::connection::app_url;
 use super::offline::OfflineRun;
 use super::spec::RunSpec;
 use super::system::SystemSampler;
+use super::table::Table;
 
 /// How often pending lines go out, how long silence may last before a heartbeat, and how
 /// often system metrics are sampled.
@@ -69,13 +73,23 @@ const CREATE_RUN_FILES: &str = "mutation CreateRunFiles ($entity: String!, $proj
 	}
 }";
 
+/// A file of the run, by its W&B name: a file on disk or bytes made for W&B.
+pub type RunFile = (String, Content);
+
 enum Message {
     History(String),
     Console(String),
+    Artifact {
+        artifact: Box<Artifact>,
+        role: Role,
+        step: u64,
+    },
+    /// Use the version called this (`collection:vN`) in the run's project.
+    Use(String),
     Finish {
         exit_code: i32,
         summary: Map<String, Value>,
-        files: Vec<(String, PathBuf)>,
+        files: Vec<RunFile>,
         deadline: Instant,
     },
 }
@@ -91,6 +105,8 @@ pub struct Report {
     pub completed: bool,
     /// The offline run holding what was not delivered (or everything, offline).
     pub offline: Option<PathBuf>,
+    /// The artifact versions the run logged or used, as the server numbered them.
+    pub artifacts: Vec<Version>,
 }
 
 pub struct WandbRun {
@@ -105,6 +121,9 @@ pub struct WandbRun {
     report: Receiver<Report>,
     started: Instant,
     next_step: u64,
+    run_id: String,
+    /// Files made for W&B (logged tables), uploaded with the run's files.
+    media: Vec<RunFile>,
 }
 
 impl WandbRun {
@@ -118,6 +137,7 @@ impl WandbRun {
         let flag = stopped.clone();
         let url = Arc::new(OnceLock::new());
         let created = url.clone();
+        let run_id = spec.run_id.clone();
         // Detached: if the server holds the end of the run past its deadline, the process
         // ends without it.
         std::thread::Builder::new()
@@ -135,6 +155,8 @@ impl WandbRun {
             report,
             started,
             next_step: 0,
+            run_id,
+            media: Vec::new(),
         }
     }
 
@@ -158,6 +180,39 @@ impl WandbRun {
         row.insert("_timestamp".into(), json!(unix_seconds()));
         self.next_step += 1;
         self.send(Message::History(Value::Object(row).to_string()));
+    }
+
+    /// Logs an artifact the run made (at the current step) or read.
+    pub fn log_artifact(&mut self, artifact: Artifact, role: Role) {
+        let step = self.next_step;
+        self.send(Message::Artifact {
+            artifact: Box::new(artifact),
+            role,
+            step,
+        });
+    }
+
+    /// Marks the run as a user of the version called `name` (`collection:vN`).
+    pub fn use_artifact(&mut self, name: &str) {
+        self.send(Message::Use(name.to_owned()));
+    }
+
+    /// Adds a history row holding `row` and each table under its key; returns the row, tables
+    /// as W&B refers to them, for the summary.
+    pub fn log_tables(
+        &mut self,
+        mut row: Map<String, Value>,
+        tables: Vec<(&str, Table)>,
+    ) -> Map<String, Value> {
+        for (key, table) in tables {
+            let logged = table.log(key, &self.run_id, self.next_step);
+            row.insert(key.to_owned(), logged.value);
+            self.log_artifact(logged.artifact, Role::Output);
+            let (name, bytes) = logged.run_file;
+            self.media.push((name, Content::Bytes(bytes)));
+        }
+        self.log(row.clone());
+        row
     }
 
     /// Adds a line of the console log (marked as stderr, where this tool writes its log).
@@ -191,9 +246,10 @@ impl WandbRun {
         mut self,
         exit_code: i32,
         mut summary: Map<String, Value>,
-        files: Vec<(String, PathBuf)>,
+        mut files: Vec<RunFile>,
         wait: Duration,
     ) -> Report {
+        files.append(&mut self.media);
         let runtime = self.started.elapsed().as_secs_f64();
         summary.insert("_runtime".into(), json!(runtime));
         summary.insert("_timestamp".into(), json!(unix_seconds()));
@@ -239,6 +295,10 @@ struct Worker {
     created: Arc<OnceLock<String>>,
     system: SystemSampler,
     last_sample: Option<Instant>,
+    /// Every artifact logged, for an offline run.
+    artifacts: Vec<(Artifact, Role)>,
+    /// Whether an artifact or a use was not delivered.
+    artifacts_failed: bool,
 }
 
 impl Worker {
@@ -260,6 +320,8 @@ impl Worker {
             created,
             system: SystemSampler::new(started),
             last_sample: None,
+            artifacts: Vec::new(),
+            artifacts_failed: false,
             names: None,
             offsets: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -282,6 +344,12 @@ impl Worker {
                     self.pending.entry(HISTORY).or_default().push(line);
                 }
                 Ok(Message::Console(line)) => self.pending.entry(OUTPUT).or_default().push(line),
+                Ok(Message::Artifact {
+                    artifact,
+                    role,
+                    step,
+                }) => self.artifact(*artifact, role, step),
+                Ok(Message::Use(name)) => self.use_by_name(&name),
                 Ok(Message::Finish {
                     exit_code,
                     summary,
@@ -312,6 +380,89 @@ impl Worker {
         }
         self.report.rows_unsent = self.pending.get(HISTORY).map_or(0, Vec::len);
         self.report
+    }
+
+    /// Logs an artifact now when the run is online; keeps it for an offline run either way.
+    fn artifact(&mut self, artifact: Artifact, role: Role, step: u64) {
+        if let (Some(client), Some((entity, project, run))) = (&self.client, &self.names) {
+            let names = RunNames {
+                entity,
+                project,
+                run,
+            };
+            let deadline = Instant::now() + RETRY_FOR;
+            match artifact_upload::log(client, &names, &artifact, role, Some(step), deadline) {
+                Ok(version) => {
+                    if artifact.kind != "run_table" {
+                        eprintln!(
+                            "wandb: artifact {} ({}, {})",
+                            version.label(),
+                            version.kind,
+                            version.aliases.join(", ")
+                        );
+                    }
+                    self.report.artifacts.push(version);
+                }
+                Err(err) => {
+                    eprintln!(
+                        "wandb: warning: artifact {} not logged: {err}",
+                        artifact.name
+                    );
+                    self.artifacts_failed = true;
+                }
+            }
+        }
+        self.artifacts.push((artifact, role));
+    }
+
+    /// Finds the version called `name` (`[entity/project/]collection:vN`) and marks the run
+    /// as its user.
+    fn use_by_name(&mut self, name: &str) {
+        let (Some(client), Some((entity, project, run))) = (&self.client, &self.names) else {
+            eprintln!(
+                "wandb: warning: {name} is not marked as used: an offline run cannot look it up"
+            );
+            return;
+        };
+        let names = RunNames {
+            entity,
+            project,
+            run,
+        };
+        let (home, version) = match name.splitn(3, '/').collect::<Vec<_>>()[..] {
+            [entity, project, version] => (
+                RunNames {
+                    entity,
+                    project,
+                    run,
+                },
+                version,
+            ),
+            _ => (
+                RunNames {
+                    entity,
+                    project,
+                    run,
+                },
+                name,
+            ),
+        };
+        let deadline = Instant::now() + RETRY_FOR;
+        let used = artifact_upload::find(client, &home, version, deadline).and_then(|found| {
+            let Some(version) = found else {
+                return Ok(None);
+            };
+            artifact_upload::mark_used(client, &names, &version.id, deadline)?;
+            Ok(Some(version))
+        });
+        match used {
+            Ok(Some(version)) => {
+                eprintln!("wandb: uses artifact {}", version.label());
+                self.report.artifacts.push(version);
+            }
+            Ok(None) => eprintln!("wandb: warning: no artifact {name}"),
+            Err(err) => eprintln!("wandb: warning: {name} is not marked as used: {err}"),
+        }
     }
 
     fn has_pending(&self) -> bool {
@@ -389,7 +540,7 @@ impl Worker {
         &mut self,
         exit_code: i32,
         summary: Map<String, Value>,
-        files: Vec<(String, PathBuf)>,
+        files: Vec<RunFile>,
         deadline: Instant,
     ) {
         if self.names.is_some() {
@@ -410,23 +561,19 @@ impl Worker {
                 }
             }
         }
-        if !self.report.completed {
+        if !self.report.completed || self.artifacts_failed {
             self.keep_offline(exit_code, &summary, &files);
         }
     }
 
     /// Writes the whole run as an offline run that `wandb sync` uploads.
-    fn keep_offline(
-        &mut self,
-        exit_code: i32,
-        summary: &Map<String, Value>,
-        files: &[(String, PathBuf)],
-    ) {
+    fn keep_offline(&mut self, exit_code: i32, summary: &Map<String, Value>, files: &[RunFile]) {
         let run = OfflineRun {
             spec: &self.spec,
             history: &self.history,
             summary,
             files,
+            artifacts: &self.artifacts,
             exit_code,
             runtime_seconds: self.started_at.elapsed().unwrap_or_default().as_secs_f64(),
             started: self.started_at,
@@ -448,7 +595,7 @@ impl Worker {
     }
 
     /// `CreateRunFiles`, then a PUT of each file to its signed URL; returns the names uploaded.
-    fn upload(&mut self, files: &[(String, PathBuf)], deadline: Instant) -> Vec<String> {
+    fn upload(&mut self, files: &[RunFile], deadline: Instant) -> Vec<String> {
         let (Some(client), Some((entity, project, run))) = (&self.client, self.names.clone())
         else {
             return Vec::new();
@@ -469,16 +616,21 @@ impl Worker {
             }
         };
         let mut uploaded = Vec::new();
-        for (name, path) in files {
+        for (name, content) in files {
             let url = urls
                 .iter()
                 .find(|f| f["name"].as_str() == Some(name.as_str()))
                 .and_then(|f| f["uploadUrl"].as_str());
-            let (Some(url), Ok(bytes)) = (url, std::fs::read(path)) else {
+            let bytes = match content {
+                Content::File(path) => std::fs::read(path).ok(),
+                Content::Bytes(bytes) => Some(bytes.clone()),
+                Content::Reference(_) => None,
+            };
+            let (Some(url), Some(bytes)) = (url, bytes) else {
                 eprintln!("wandb: warning: {name} not uploaded");
                 continue;
             };
-            match client.put(url, &bytes, deadline) {
+            match client.put(url, &bytes, &[], deadline) {
                 Ok(()) => uploaded.push(name.clone()),
                 Err(err) => eprintln!("wandb: warning: {name} not uploaded: {err}"),
             }

@@ -20,6 +20,8 @@ pub struct WandbConfig {
     /// Fail the run when W&B cannot be used, instead of training without it.
     #[serde(default)]
     pub required: bool,
+    /// The artifact collection trained models are logged to [default: `mnist-<model kind>`].
+    pub model_artifact: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,10 +39,79 @@ pub struct State {
     pub complete: Option<(bool, i64)>,
     pub uploaded: Vec<String>,
     pub puts: BTreeMap<String, Vec<u8>>,
+    /// The `Content-MD5` header of each PUT that had one.
+    pub put_md5s: BTreeMap<String, String>,
     /// Bodies of every request, to check what was (not) sent.
     pub raw: Vec<u8>,
     /// Answer `file_stream` with `{"stopped": true}`, as when the run is stopped in the web UI.
     pub stop: bool,
+    /// Artifact versions, in the order created.
+    pub artifacts: Vec<FakeArtifact>,
+    /// (run, artifact id) of every `UseArtifact`.
+    pub uses: Vec<(String, String)>,
+    /// Every GraphQL request about artifacts, whole, in order.
+    pub artifact_requests: Vec<Value>,
+}
+
+/// An artifact version as the server keeps it.
+#[derive(Debug, Clone)]
+pub struct FakeArtifact {
+    pub id: String,
+    /// `CreateArtifact`'s input.
+    pub input: Value,
+    pub version: usize,
+    pub aliases: Vec<String>,
+    pub committed: bool,
+}
+
+impl FakeArtifact {
+    pub fn collection(&self) -> &str {
+        self.input["artifactCollectionName"].as_str().unwrap_or("")
+    }
+
+    pub fn metadata(&self) -> Value {
+        self.input["metadata"]
+            .as_str()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The artifact as the SDK's `ArtifactFragment` reads it.
+    fn node(&self) -> Value {
+        let input = &self.input;
+        let project = json!({"id": "UHJvamVjdA==", "internalId": "1", "name": input["projectName"],
+                             "entity": {"name": input["entityName"]}});
+        let collection = json!({"__typename": "ArtifactSequence", "name": self.collection(), "project": project});
+        let aliases: Vec<Value> = self
+            .aliases
+            .iter()
+            .map(|alias| json!({"__typename": "ArtifactAlias", "id": "QWxpYXM=", "alias": alias, "artifactCollection": collection}))
+            .collect();
+        json!({
+            "__typename": "Artifact", "id": self.id, "artifactSequence": collection,
+            "versionIndex": self.version, "artifactType": {"name": input["artifactTypeName"]},
+            "description": null, "metadata": input["metadata"].as_str().unwrap_or("{}"),
+            "ttlDurationSeconds": -1, "ttlIsInherited": true, "tags": [],
+            "historyStep": input["historyStep"], "state": if self.committed { "COMMITTED" } else { "PENDING" },
+            "size": 1, "digest": input["digest"], "commitHash": "0123456789ab", "fileCount": 1,
+            "createdAt": "2026-11-26T00:00:00", "updatedAt": null, "aliases": aliases,
+        })
+    }
+}
+
+impl State {
+    /// The version called `name`: `collection:alias` or `collection:vN`.
+    pub fn artifact(&self, name: &str) -> Option<&FakeArtifact> {
+        let (collection, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
+        self.artifacts.iter().find(|a| {
+            a.collection() == collection
+                && (a.aliases.iter().any(|alias| alias == tag) || format!("v{}", a.version) == tag)
+        })
+    }
+
+    fn artifact_by_id(&self, id: &str) -> Option<&FakeArtifact> {
+        self.artifacts.iter().find(|a| a.id == id)
+    }
 }
 
 pub struct FakeWandb {
@@ -113,6 +182,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
         let mut length = 0;
         let (mut chunked, mut gzipped) = (false, false);
         let mut authorization = String::new();
+        let mut content_md5 = String::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -126,6 +196,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
             match name.to_ascii_lowercase().as_str() {
                 "content-length" => length = value.trim().parse().unwrap_or(0),
                 "authorization" => authorization = value.trim().to_string(),
+                "content-md5" => content_md5 = value.trim().to_string(),
                 "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
                 "content-encoding" => gzipped = value.to_ascii_lowercase().contains("gzip"),
                 _ => {}
@@ -151,7 +222,14 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
             }
             body = plain;
         }
-        let (status, extra, answer) = respond(state, base, &method, &path, &authorization, &body);
+        let request = Request {
+            method: &method,
+            path: &path,
+            authorization: &authorization,
+            content_md5: &content_md5,
+            body: &body,
+        };
+        let (status, extra, answer) = respond(state, base, &request);
         if status == 0 {
             return; // a dropped connection
         }
@@ -199,15 +277,24 @@ pub fn operation_name(request: &Value) -> Option<String> {
     words.next().map(String::from)
 }
 
+/// What the server reads of a request.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    authorization: &'a str,
+    content_md5: &'a str,
+    body: &'a [u8],
+}
+
 /// Status (0: drop the connection), extra headers and the JSON answer.
-fn respond(
-    state_mutex: &Mutex<State>,
-    base: &str,
-    method: &str,
-    path: &str,
-    authorization: &str,
-    body: &[u8],
-) -> (u16, String, Value) {
+fn respond(state_mutex: &Mutex<State>, base: &str, request: &Request) -> (u16, String, Value) {
+    let Request {
+        method,
+        path,
+        authorization,
+        content_md5,
+        body,
+    } = *request;
     if std::env::var_os("FAKE_WANDB_DEBUG").is_some() {
         eprintln!(
             "fake wandb: {method} {path} {}",
@@ -220,6 +307,9 @@ fn respond(
     if method == "PUT" {
         state.requests.push((method.into(), path.into(), None));
         state.puts.insert(path.into(), body.to_vec());
+        if !content_md5.is_empty() {
+            state.put_md5s.insert(path.into(), content_md5.into());
+        }
         return (200, String::new(), json!({}));
     }
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -325,6 +415,26 @@ fn respond(
                 .collect();
             json!({"createRunFiles": {"runID": "UnVuOnYx", "uploadHeaders": [], "files": files}})
         }
+        Some(
+            "CreateArtifact"
+            | "CreateArtifactManifest"
+            | "CreateArtifactFiles"
+            | "CommitArtifact"
+            | "UseArtifact"
+            | "ArtifactType"
+            | "ArtifactByName"
+            | "ArtifactByID"
+            | "ArtifactVersion",
+        ) => {
+            state.artifact_requests.push(request.clone());
+            artifact_answer(
+                &mut state,
+                base,
+                operation.as_deref().unwrap_or(""),
+                variables,
+            )
+        }
+        Some("ServerFeaturesQuery") => json!({"serverInfo": {"features": []}}),
         Some("Viewer") => {
             json!({"viewer": {"id": "VXNlcg==", "entity": "default-entity", "username": "tester", "email": "t@example.com", "flags": "{}", "teams": {"edges": []}}})
         }
@@ -337,4 +447,116 @@ fn respond(
         }
     };
     (200, String::new(), json!({"data": data}))
+}
+
+/// The answers to the artifact operations, from the server's artifact store.
+fn artifact_answer(state: &mut State, base: &str, operation: &str, variables: &Value) -> Value {
+    match operation {
+        "CreateArtifact" => {
+            let input = variables["input"].clone();
+            let collection = input["artifactCollectionName"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let aliases: Vec<String> = input["aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["alias"].as_str().map(String::from))
+                .collect();
+            let same = state.artifacts.iter().position(|a| {
+                a.committed && a.collection() == collection && a.input["digest"] == input["digest"]
+            });
+            let index = match same {
+                Some(index) => index,
+                None => {
+                    let version = state
+                        .artifacts
+                        .iter()
+                        .filter(|a| a.collection() == collection)
+                        .count();
+                    let id = base64_text(&format!("Artifact:{}", state.artifacts.len() + 1));
+                    state.artifacts.push(FakeArtifact {
+                        id,
+                        input,
+                        version,
+                        aliases: Vec::new(),
+                        committed: false,
+                    });
+                    state.artifacts.len() - 1
+                }
+            };
+            // An alias names one version of a collection: claiming it moves it.
+            for artifact in state.artifacts.iter_mut() {
+                if artifact.collection() == collection {
+                    artifact.aliases.retain(|alias| !aliases.contains(alias));
+                }
+            }
+            let artifact = &mut state.artifacts[index];
+            artifact.aliases.extend(aliases);
+            let state_name = if artifact.committed {
+                "COMMITTED"
+            } else {
+                "PENDING"
+            };
+            json!({"createArtifact": {"artifact": {"id": artifact.id, "state": state_name,
+                "artifactSequence": {"latestArtifact": null}}}})
+        }
+        "CreateArtifactManifest" => {
+            let id = variables["artifactID"].as_str().unwrap_or("");
+            json!({"createArtifactManifest": {"artifactManifest": {"id": "QXJ0aWZhY3RNYW5pZmVzdDox",
+                "file": {"id": "RmlsZTox", "uploadUrl": format!("{base}/storage/manifest/{id}"), "uploadHeaders": []}}}})
+        }
+        "CreateArtifactFiles" => {
+            let edges: Vec<Value> = variables["input"]["artifactFiles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|file| {
+                    let (id, name) = (file["artifactID"].as_str().unwrap_or(""), file["name"].as_str().unwrap_or(""));
+                    json!({"node": {"storagePath": format!("wandb_artifacts/{id}/{name}"),
+                        "uploadUrl": format!("{base}/storage/artifact/{id}/{name}"), "uploadHeaders": [],
+                        "uploadMultipartUrls": null, "artifact": {"id": id}}})
+                })
+                .collect();
+            json!({"createArtifactFiles": {"files": {"edges": edges}}})
+        }
+        "CommitArtifact" => {
+            let id = variables["artifactID"].as_str().unwrap_or("");
+            let artifact = state.artifacts.iter_mut().find(|a| a.id == id);
+            let digest = artifact.map(|a| {
+                a.committed = true;
+                a.input["digest"].clone()
+            });
+            json!({"commitArtifact": {"artifact": {"id": id, "digest": digest}}})
+        }
+        "UseArtifact" => {
+            // wandb-core sends `input`; the SDK's Python API, the fields themselves.
+            let input = variables.get("input").unwrap_or(variables);
+            let id = input["artifactID"].as_str().unwrap_or("").to_owned();
+            let run = input["runName"].as_str().unwrap_or("").to_owned();
+            let node = state.artifact_by_id(&id).map(FakeArtifact::node);
+            state.uses.push((run, id));
+            json!({"useArtifact": {"artifact": node}})
+        }
+        "ArtifactType" => {
+            let found = state.artifact(variables["name"].as_str().unwrap_or(""));
+            let artifact =
+                found.map(|a| json!({"artifactType": {"name": a.input["artifactTypeName"]}}));
+            json!({"project": {"artifact": artifact}})
+        }
+        "ArtifactByName" => {
+            let found = state.artifact(variables["name"].as_str().unwrap_or(""));
+            json!({"project": {"artifact": found.map(FakeArtifact::node)}})
+        }
+        _ => {
+            let found = state.artifact_by_id(variables["id"].as_str().unwrap_or(""));
+            json!({"artifact": found.map(FakeArtifact::node)})
+        }
+    }
+}
+
+fn base64_text(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
