@@ -45,7 +45,8 @@ pub fn dataset(
         return Ok(artifact);
     };
     let dir = std::path::absolute(dir).with_context(|| dir.display().to_string())?;
-    let pachyderm = provenance.and_then(|p| pfs_input(&dir, p));
+    let mount = |input: &str| std::env::var_os(input).map(PathBuf::from);
+    let pachyderm = provenance.and_then(|p| pfs_input(&dir, p, mount));
     let name = match &pachyderm {
         Some((input, _, _)) => input.clone(),
         None => dir
@@ -124,12 +125,18 @@ pub fn model(
     Ok(artifact)
 }
 
-/// The Pachyderm input `dir` lies in (`/pfs/<input>/…`), its commit and its root.
-fn pfs_input(dir: &Path, provenance: &Provenance) -> Option<(String, String, PathBuf)> {
-    let mut parts = dir.strip_prefix("/pfs").ok()?.components();
-    let input = parts.next()?.as_os_str().to_string_lossy().into_owned();
-    let commit = provenance.input_commits.get(&input)?.clone();
-    Some((input.clone(), commit, Path::new("/pfs").join(input)))
+/// The Pachyderm input `dir` lies in, its commit and where it is mounted: Pachyderm names
+/// each input's mount in a variable of the input's name (`mount`), `/pfs/<input>` by default.
+fn pfs_input(
+    dir: &Path,
+    provenance: &Provenance,
+    mount: impl Fn(&str) -> Option<PathBuf>,
+) -> Option<(String, String, PathBuf)> {
+    provenance.input_commits.iter().find_map(|(input, commit)| {
+        let root = mount(input).unwrap_or_else(|| Path::new("/pfs").join(input));
+        dir.starts_with(&root)
+            .then(|| (input.clone(), commit.clone(), root))
+    })
 }
 
 fn sample_name() -> String {
@@ -171,10 +178,14 @@ mod tests {
             input_commits: [("parse".to_string(), "abc123".to_string())].into(),
             ..Provenance::default()
         };
-        let (input, commit, root) = pfs_input(Path::new("/pfs/parse/out"), &provenance).unwrap();
+        let default = |_: &str| None;
+        let (input, commit, root) =
+            pfs_input(Path::new("/pfs/parse/out"), &provenance, default).unwrap();
         assert_eq!((input.as_str(), commit.as_str()), ("parse", "abc123"));
         assert_eq!(root, Path::new("/pfs/parse"));
-        assert!(pfs_input(Path::new("/data/parse"), &provenance).is_none());
+        assert!(pfs_input(Path::new("/data/parse"), &provenance, default).is_none());
+        let mounted = |_: &str| Some(PathBuf::from("/mnt/parse"));
+        assert!(pfs_input(Path::new("/mnt/parse/x"), &provenance, mounted).is_some());
         assert_eq!(artifact_name("fashion mnist/x"), "fashion-mnist-x");
     }
 }

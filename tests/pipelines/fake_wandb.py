@@ -1,5 +1,6 @@
-"""A minimal W&B server on loopback for the rehearsal: creates sweeps and runs, takes
-file_stream and uploads, and remembers each run's API key, variables and exit code."""
+"""A minimal W&B server on loopback for the rehearsal: creates sweeps, runs and artifacts,
+takes file_stream and uploads, and remembers each run's API key, variables and exit code, each
+artifact's input and manifest, and which run used which artifact."""
 import base64
 import json
 import threading
@@ -13,6 +14,8 @@ class FakeWandb:
         self.history_rows = 0
         self.sweeps = []  # UpsertSweep variables
         self.runs = []  # UpsertBucket variables
+        self.artifacts = []  # CreateArtifact inputs, with "id", "version", "manifest"
+        self.uses = []  # (run, artifact id)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,7 +31,9 @@ class FakeWandb:
                 self.wfile.write(data)
 
             def do_PUT(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.startswith("/storage/manifest/"):
+                    server.artifact(self.path.rsplit("/", 1)[1])["manifest"] = json.loads(body)
                 self.answer({})
 
             def do_POST(self):
@@ -56,12 +61,60 @@ class FakeWandb:
                             "id": "p", "name": variables["project"],
                             "entity": {"id": "e", "name": variables.get("entity") or "rehearsal"}}},
                         "inserted": True}}})
+                artifact_answer = server.artifact_operation(request.get("operationName"), variables)
+                if artifact_answer is not None:
+                    return self.answer({"data": artifact_answer})
                 files = [{"name": n, "uploadUrl": f"{server.url}/storage/{n}"} for n in variables.get("files", [])]
                 return self.answer({"data": {"createRunFiles": {"runID": "r", "uploadHeaders": [], "files": files}}})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def artifact(self, artifact_id):
+        return next(a for a in self.artifacts if a["id"] == artifact_id)
+
+    def named(self, name):
+        """The version called collection:alias or collection:vN."""
+        collection, _, tag = name.partition(":")
+        return next((a for a in self.artifacts if a["artifactCollectionName"] == collection
+                     and (tag in a["live_aliases"] or tag == f"v{a['version']}")), None)
+
+    def artifact_operation(self, operation, variables):
+        """The answer to an artifact operation; None for other operations."""
+        if operation == "CreateArtifact":
+            artifact = dict(variables["input"])
+            collection = artifact["artifactCollectionName"]
+            same = [a for a in self.artifacts if a["artifactCollectionName"] == collection]
+            aliases = [a["alias"] for a in artifact["aliases"]]
+            for other in same:
+                other["live_aliases"] = [x for x in other["live_aliases"] if x not in aliases]
+            artifact.update(id=f"art{len(self.artifacts)}", version=len(same), live_aliases=aliases)
+            self.artifacts.append(artifact)
+            return {"createArtifact": {"artifact": {
+                "id": artifact["id"], "state": "PENDING", "artifactSequence": {"latestArtifact": None}}}}
+        if operation == "CreateArtifactManifest":
+            url = f"{self.url}/storage/manifest/{variables['artifactID']}"
+            return {"createArtifactManifest": {"artifactManifest": {
+                "id": "m", "file": {"id": "f", "uploadUrl": url, "uploadHeaders": []}}}}
+        if operation == "CreateArtifactFiles":
+            return {"createArtifactFiles": {"files": {"edges": [{"node": {
+                "storagePath": f["name"], "uploadUrl": f"{self.url}/storage/artifact/{f['name']}",
+                "uploadHeaders": [], "uploadMultipartUrls": None, "artifact": {"id": f["artifactID"]}}}
+                for f in variables["input"]["artifactFiles"]]}}}
+        if operation == "CommitArtifact":
+            return {"commitArtifact": {"artifact": {"id": variables["artifactID"], "digest": "d"}}}
+        if operation == "UseArtifact":
+            self.uses.append((variables["input"]["runName"], variables["input"]["artifactID"]))
+            return {"useArtifact": {"artifact": {"id": variables["input"]["artifactID"]}}}
+        if operation in ("ArtifactByName", "ArtifactVersion"):
+            found = (self.named(variables["name"]) if operation == "ArtifactByName"
+                     else self.artifact(variables["id"]))
+            node = found and {"id": found["id"], "versionIndex": found["version"],
+                              "metadata": found["metadata"], "artifactType": {"name": found["artifactTypeName"]},
+                              "aliases": [{"alias": a} for a in found["live_aliases"]]}
+            return {"project": {"artifact": node}} if operation == "ArtifactByName" else {"artifact": node}
+        return None
 
     def stop(self):
         self.httpd.shutdown()

@@ -106,6 +106,8 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url, done=None):
                 copy = shutil.copytree if (source / entry).is_dir() else shutil.copy2
                 copy(source / entry, pfs / input_name / entry)
             env[f"{input_name}_COMMIT"] = commits[repo]
+            # Pachyderm names each input's mount in a variable of the input's name.
+            env[input_name] = str(pfs / input_name)
         # W&B goes to a fake server on loopback; the secret `wandb` reaches the stage as the
         # spec says: as an environment variable, or as files under mountPath (mapped here, as
         # /pfs is, through the binary's key-file setting).
@@ -198,10 +200,21 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
         outputs, _ = run_dag(model_spec, repos, commits, mnist_bin, tmp_path, wandb, {})
     finally:
         wandb.stop()
-    # Only training logs to W&B, with the key from the secret, and finishes its run.
+    # Training and its evaluation log to W&B, with the key from the secret, and finish.
     assert wandb.keys and set(wandb.keys) == {SECRET["key"]}
-    assert wandb.exit_codes == [0]
+    assert wandb.exit_codes == [0, 0]
+    assert [run["jobType"] for run in wandb.runs] == ["train", "eval"]
     assert wandb.history_rows > 0
+    # Lineage: the data by its Pachyderm commit, used by training; the model made by training
+    # with the commits it came from, used by the eval run.
+    [data] = [a for a in wandb.artifacts if a["artifactTypeName"] == "dataset"]
+    refs = {name: entry["ref"] for name, entry in data["manifest"]["contents"].items()}
+    assert refs == {name: f"pfs://mnist-csv@{commits['mnist-csv']}/{name}"
+                    for name in ("train.csv", "test.csv")}
+    [model] = [a for a in wandb.artifacts if a["artifactTypeName"] == "model"]
+    assert json.loads(model["metadata"])["pachyderm"]["input_commits"]["mnist-csv"] == commits["mnist-csv"]
+    train_run, eval_run = (run["name"] for run in wandb.runs)
+    assert set(wandb.uses) == {(train_run, data["id"]), (eval_run, model["id"])}
 
     assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
     # The model repo holds the model only, in the directory named after its config.
@@ -216,6 +229,7 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
         "mnist-csv": commits["mnist-csv"], "training-config": commits["training-config"]}
     assert card["backend"]["name"] == "cpu"
     assert card["wandb_run"].endswith(f"/runs/{wandb.runs[0]['name']}")
+    assert card["wandb_artifact"]["name"].endswith("/mnist-cnn:v0")
     assert tree(outputs["select"]) == [
         "leaderboard.json", "leaderboard.md", "model/metrics.json", "model/model.bpk",
         "model/model.json"]
@@ -257,8 +271,13 @@ def test_a_sweep_trains_its_trials_as_datums_and_the_best_goes_downstream(mnist_
 
         # One sweep in W&B, each trial's run in it, its parameters at the top of its config.
         assert len(wandb.sweeps) == 1
-        assert {run["sweep"] for run in wandb.runs} == {"sweep1"}
-        for run in wandb.runs:
+        trainings = [run for run in wandb.runs if run["jobType"] == "train"]
+        assert {run["sweep"] for run in trainings} == {"sweep1"}
+        # The trial select chose (by validation accuracy) is the version W&B calls best.
+        selected = json.loads((outputs["select"] / "model" / "model.json").read_text())
+        [best] = [a for a in wandb.artifacts if "best" in a["live_aliases"]]
+        assert selected["wandb_artifact"]["name"].endswith(f":v{best['version']}")
+        for run in trainings:
             config = json.loads(run["config"])
             assert "optimizer.lr" in config and "training.batch_size" in config
             assert run["displayName"] in names
@@ -268,7 +287,7 @@ def test_a_sweep_trains_its_trials_as_datums_and_the_best_goes_downstream(mnist_
         commits["training-config"] = uuid.uuid4().hex
         outputs, ran = run_dag("model", repos, commits, mnist_bin, tmp_path, wandb, done)
         assert ran["model"] == 1
-        assert len(wandb.runs) == 4
+        assert len([run for run in wandb.runs if run["jobType"] == "train"]) == 4
         board = json.loads((outputs["select"] / "leaderboard.json").read_text())["entries"]
         assert sorted(e["name"] for e in board) == names
         check_downstream(outputs, board[0]["name"])
