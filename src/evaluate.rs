@@ -58,22 +58,47 @@ pub fn correct(outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
         .sum()
 }
 
+/// The predicted class of every image, and its softmax probability.
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    pub classes: Vec<u8>,
+    pub confidences: Vec<f32>,
+}
+
 /// The predicted class of every image.
 pub fn predict(
     network: &Network,
     images: &Images,
     preprocess: &Preprocess,
     device: &Device,
-) -> Result<Vec<u8>> {
+) -> Result<Predicted> {
     let inputs = images_tensor(images, preprocess, device);
-    let mut predictions = Vec::with_capacity(images.count);
+    let mut predicted = Predicted::with_capacity(images.count);
     for start in (0..images.count).step_by(EVAL_BATCH) {
         let len = EVAL_BATCH.min(images.count - start);
         let outputs = network.forward(inputs.clone().narrow(0, start, len));
-        let classes = outputs.argmax(1).try_into_data()?;
-        predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+        predicted.add(outputs)?;
     }
-    Ok(predictions)
+    Ok(predicted)
+}
+
+impl Predicted {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            classes: Vec::with_capacity(len),
+            confidences: Vec::with_capacity(len),
+        }
+    }
+
+    /// Adds the predictions of a batch's outputs.
+    fn add(&mut self, outputs: Tensor<2>) -> Result<()> {
+        let probabilities = burn::tensor::activation::softmax(outputs.clone(), 1);
+        let classes = outputs.argmax(1).try_into_data()?;
+        self.classes.extend(classes.iter::<i64>().map(|c| c as u8));
+        let best = probabilities.max_dim(1).try_into_data()?;
+        self.confidences.extend(best.iter::<f32>());
+        Ok(())
+    }
 }
 
 /// Loss, accuracy and predictions of a network on labelled data.
@@ -81,9 +106,7 @@ pub fn predict(
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
-    pub predictions: Vec<u8>,
-    /// The softmax probability of each prediction.
-    pub confidences: Vec<f32>,
+    pub predicted: Predicted,
 }
 
 /// A labelled dataset on a device: its preprocessed images and its labels as tensors, made
@@ -110,8 +133,7 @@ impl<'a> DeviceData<'a> {
     /// Loss, accuracy and predictions of `network` on this data, in batches.
     pub fn evaluate(&self, network: &Network, loss_kind: Loss) -> Result<Evaluation> {
         let len = self.len();
-        let mut predictions = Vec::with_capacity(len);
-        let mut confidences = Vec::with_capacity(len);
+        let mut predicted = Predicted::with_capacity(len);
         let mut loss_sum = 0.0;
         for start in (0..len).step_by(EVAL_BATCH) {
             let batch = EVAL_BATCH.min(len - start);
@@ -119,12 +141,10 @@ impl<'a> DeviceData<'a> {
             let targets = self.targets.clone().narrow(0, start, batch);
             let batch_loss = loss(loss_kind, outputs.clone(), targets);
             loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * batch as f64;
-            let probabilities = burn::tensor::activation::softmax(outputs.clone(), 1);
-            confidences.extend(probabilities.max_dim(1).try_into_data()?.iter::<f32>());
-            let classes = outputs.argmax(1).try_into_data()?;
-            predictions.extend(classes.iter::<i64>().map(|c| c as u8));
+            predicted.add(outputs)?;
         }
-        let correct = predictions
+        let correct = predicted
+            .classes
             .iter()
             .zip(&self.data.labels)
             .filter(|(p, l)| p == l)
@@ -132,8 +152,7 @@ impl<'a> DeviceData<'a> {
         Ok(Evaluation {
             loss: loss_sum / len.max(1) as f64,
             accuracy: correct as f64 / len.max(1) as f64,
-            predictions,
-            confidences,
+            predicted,
         })
     }
 }

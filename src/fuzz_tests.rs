@@ -350,6 +350,7 @@ fn model_directories_loaded_and_through_infer() {
             input: digits.clone(),
             output: dir.join("out"),
             backend: BackendChoice::Cpu,
+            wandb_key_file: None,
         };
         stage(&args.output, || infer::run(&args))
     });
@@ -442,6 +443,7 @@ fn stages_refusing_input_leave_no_output() {
             input,
             output: dir.join("out"),
             backend: BackendChoice::Cpu,
+            wandb_key_file: None,
         };
         stage(&args.output, || infer::run(&args))
     });

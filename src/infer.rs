@@ -1,5 +1,6 @@
 //! `mnist infer`: classify attribute files (CSV rows of pixels, or PNG images) and write one
-//! inference CSV per input file: the pixels, then the predicted label.
+//! inference CSV per input file: the pixels, then the predicted label; logged to W&B as an
+//! inference run of the model.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use crate::data::Images;
 use crate::evaluate;
 use crate::input_files;
 use crate::model_dir::ModelDir;
+use crate::model_runs::{self, Inferred, RunPlace};
 use crate::output::AtomicFile;
 use crate::pixels_csv::{self, LabelColumn, RowWriter};
 use crate::png_digit;
@@ -30,6 +32,10 @@ pub struct InferArgs {
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
+    /// File holding the W&B API key, for the inference run, when WANDB_API_KEY is not set
+    /// [default: /secrets/wandb/key]. The model's `[wandb]` settings apply.
+    #[arg(long, value_name = "FILE", env = "MNIST_WANDB_KEY_FILE")]
+    pub wandb_key_file: Option<PathBuf>,
 }
 
 pub fn run(args: &InferArgs) -> Result<()> {
@@ -64,7 +70,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     }
 
     let started = Instant::now();
-    let predictions = evaluate::predict(
+    let predicted = evaluate::predict(
         &model.network,
         &images,
         &model.card.config.preprocess,
@@ -72,11 +78,12 @@ pub fn run(args: &InferArgs) -> Result<()> {
     )?;
     let seconds = started.elapsed().as_secs_f64();
 
+    let outputs_rows: Vec<usize> = outputs.iter().map(|(_, rows)| *rows).collect();
     // Outputs in input order: each input's rows are consecutive in `images`.
     let mut first = 0;
     for (out, rows) in outputs {
         let mut writer = RowWriter::new(AtomicFile::create(&out)?);
-        for (i, &label) in predictions[first..first + rows].iter().enumerate() {
+        for (i, &label) in predicted.classes[first..first + rows].iter().enumerate() {
             writer.write(images.image(first + i), Some((LabelColumn::Last, label)))?;
         }
         writer.into_inner().commit()?;
@@ -89,5 +96,20 @@ pub fn run(args: &InferArgs) -> Result<()> {
         args.output.display(),
         images.count as f64 / seconds.max(1e-9)
     );
-    Ok(())
+    let files: Vec<String> = inputs
+        .iter()
+        .zip(&outputs_rows)
+        .flat_map(|(path, &rows)| std::iter::repeat_n(path.display().to_string(), rows))
+        .collect();
+    let inferred = Inferred {
+        card: &model.card,
+        images: &images,
+        predicted: &predicted,
+        files: &files,
+    };
+    let place = RunPlace {
+        key_file: args.wandb_key_file.as_deref(),
+        root: &args.output,
+    };
+    model_runs::log_inference(&inferred, &place)
 }

@@ -7,7 +7,6 @@ mod console;
 mod data;
 mod dataset;
 mod evaluate;
-mod evaluation_run;
 mod fetch;
 #[cfg(test)]
 mod fuzz_tests;
@@ -19,6 +18,7 @@ mod input_files;
 mod leaderboard;
 mod metrics;
 mod model_dir;
+mod model_runs;
 mod output;
 mod pachyderm;
 mod panic_report;

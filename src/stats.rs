@@ -12,8 +12,8 @@ use crate::backend::{self, BackendChoice};
 use crate::data::CLASSES;
 use crate::dataset;
 use crate::evaluate::DeviceData;
-use crate::evaluation_run::{self, Evaluated};
 use crate::model_dir::ModelDir;
+use crate::model_runs::{self, Evaluated, RunPlace};
 use crate::{output, plots};
 
 /// Weights closer to zero than this count as near-zero.
@@ -100,7 +100,7 @@ pub fn run(args: &StatsArgs) -> Result<()> {
         (Some(dir), Some((test, eval))) => Some(class_stats(
             dir.display().to_string(),
             &test.labels,
-            &eval.predictions,
+            &eval.predicted.classes,
             eval.loss,
         )),
         _ => None,
@@ -134,7 +134,11 @@ pub fn run(args: &StatsArgs) -> Result<()> {
             evaluation,
             stats: class_stats,
         };
-        evaluation_run::log(&evaluated, args.wandb_key_file.as_deref(), &args.output)?;
+        let place = RunPlace {
+            key_file: args.wandb_key_file.as_deref(),
+            root: &args.output,
+        };
+        model_runs::log_evaluation(&evaluated, &place)?;
     }
     Ok(())
 }

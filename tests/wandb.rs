@@ -1094,3 +1094,86 @@ fn wandb_sync_uploads_an_offline_runs_artifacts() {
         state.uses
     );
 }
+
+/// `mnist infer` logs an inference run that uses the model's version, with the predicted
+/// classes and the least confident predictions as a table of images naming their files.
+#[test]
+fn inference_is_logged_as_a_run_using_the_model() {
+    let server = FakeWandb::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let env = [
+        ("WANDB_API_KEY", KEY),
+        ("WANDB_ENTITY", "team"),
+        ("WANDB_PROJECT", "digits"),
+    ];
+    let output = train(&server.url, out.path(), &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
+    let mut cmd = mnist();
+    cmd.env("WANDB_MODE", "online")
+        .env("WANDB_BASE_URL", &server.url)
+        .env("HOME", out.path())
+        .args(["infer", "--backend", "cpu", "--model"])
+        .arg(out.path().join("model"))
+        .arg("--input")
+        .arg(&digits)
+        .arg("--output")
+        .arg(out.path().join("inferred"));
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let output = succeeds(&mut cmd);
+    let log = stderr(&output);
+    assert!(log.contains("wandb: uses artifact mnist-cnn:v0"), "{log}");
+    let state = server.state();
+    let runs: Vec<(&str, &str)> = state
+        .upserts
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap(), u["jobType"].as_str().unwrap()))
+        .collect();
+    let [(_, "train"), (inference, "inference")] = runs[..] else {
+        panic!("{runs:?}")
+    };
+    let model = state.artifact("mnist-cnn:v0").unwrap();
+    assert!(
+        state
+            .uses
+            .contains(&(inference.to_owned(), model.id.clone())),
+        "{:?}",
+        state.uses
+    );
+    let tables: Vec<&str> = state
+        .artifacts
+        .iter()
+        .filter(|a| a.input["artifactTypeName"] == "run_table")
+        .map(|a| a.collection())
+        .collect();
+    assert_eq!(tables.len(), 2, "{tables:?}");
+    drop(state);
+    let table = uploaded_table(&server, "least_confident.table.json");
+    assert_eq!(
+        table["columns"],
+        serde_json::json!(["image", "predicted", "confidence", "file"])
+    );
+    let rows = table["data"].as_array().unwrap();
+    // batch.csv's rows and the two PNGs, least confident first.
+    assert!(rows.len() > 2, "{table}");
+    assert_eq!(rows[0][0]["_type"], "image-file");
+    let confidences: Vec<f64> = rows.iter().map(|r| r[2].as_f64().unwrap()).collect();
+    assert!(
+        confidences.windows(2).all(|w| w[0] <= w[1]),
+        "{confidences:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[3].as_str().unwrap().ends_with("digit-9.png"))
+    );
+    let summary: Value =
+        serde_json::from_str(&server.state().files["wandb-summary.json"][&0]).unwrap();
+    assert_eq!(
+        summary["inference/images"],
+        rows.len()
+            .max(summary["inference/images"].as_u64().unwrap() as usize)
+    );
+    assert_eq!(summary["inference/classes"]["_type"], "table-file");
+}
