@@ -307,10 +307,7 @@ impl TrainConfig {
             }
         };
         if let Some(name) = &self.wandb.model_artifact
-            && (name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            && (name.is_empty() || *name != crate::wandb::artifact_name(name))
         {
             bail!(
                 "wandb.model_artifact: {name:?} is not an artifact name (letters, digits, '-', '_' and '.')"

@@ -349,23 +349,7 @@ for i in range(3):
 run.summary["best_acc"] = 0.99
 run.finish()
 "#;
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env("WANDB_BASE_URL", &server.url)
-        .env("WANDB_API_KEY", KEY)
-        .env("WANDB_DIR", dir.path())
-        .env("HOME", dir.path())
-        .env("WANDB_MODE", "online")
-        .env("WANDB_DISABLE_GIT", "true")
-        .current_dir(dir.path())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "the official SDK failed against the fake server:\n{}",
-        stderr(&output)
-    );
+    run_sdk(script, &server, dir.path());
     let history = server.lines("wandb-history.jsonl");
     let losses: Vec<f64> = history.iter().filter_map(|r| r["loss"].as_f64()).collect();
     assert_eq!(losses, [1.0, 0.5, 1.0 / 3.0]);
@@ -375,6 +359,27 @@ run.finish()
     assert_eq!(config["lr"]["value"], 0.1);
     let summary: Value = serde_json::from_str(&state.files["wandb-summary.json"][&0]).unwrap();
     assert_eq!(summary["best_acc"], 0.99);
+}
+
+/// Runs `script` with the official SDK (`pip install wandb==0.31.0`) against `server`, in `dir`.
+fn run_sdk(script: &str, server: &FakeWandb, dir: &Path) {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("WANDB_BASE_URL", &server.url)
+        .env("WANDB_API_KEY", KEY)
+        .env("WANDB_DIR", dir)
+        .env("HOME", dir)
+        .env("WANDB_MODE", "online")
+        .env("WANDB_DISABLE_GIT", "true")
+        .current_dir(dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the official SDK failed against the fake server:\n{}",
+        stderr(&output)
+    );
 }
 
 /// Uploads an offline run with the official `wandb sync` to the server at `url`.
@@ -726,23 +731,7 @@ run.log({"eval/mistakes": mistakes, "confusion_matrix": chart})
 run.finish()
 "#;
     let sdk = FakeWandb::start(&[]);
-    let output = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env("WANDB_BASE_URL", &sdk.url)
-        .env("WANDB_API_KEY", KEY)
-        .env("WANDB_DIR", dir.path())
-        .env("HOME", dir.path())
-        .env("WANDB_MODE", "online")
-        .env("WANDB_DISABLE_GIT", "true")
-        .current_dir(dir.path())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "the SDK failed:\n{}",
-        stderr(&output)
-    );
+    run_sdk(script, &sdk, dir.path());
 
     let ours = FakeWandb::start(&[]);
     let env = [

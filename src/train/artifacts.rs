@@ -13,7 +13,7 @@ use crate::data::Splits;
 use crate::dataset::{self, sample};
 use crate::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
-use crate::wandb::{Artifact, Entry};
+use crate::wandb::{Artifact, Entry, artifact_name};
 
 /// The metadata figure versions of a model are ranked by for the alias `best`.
 pub const BEST_BY: &str = "val_accuracy";
@@ -140,24 +140,8 @@ fn pfs_input(
 }
 
 fn sample_name() -> String {
-    artifact_name(Path::new(sample::DIR).file_name().map_or_else(
-        || "mnist-sample".into(),
-        |n| n.to_string_lossy().into_owned(),
-    ))
-}
-
-/// `name` with what W&B does not allow in artifact names replaced.
-fn artifact_name(name: impl AsRef<str>) -> String {
-    name.as_ref()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    let dir = Path::new(sample::DIR).file_name();
+    artifact_name(&dir.map_or_else(|| "mnist-sample".into(), |n| n.to_string_lossy()))
 }
 
 /// Drops the null figures (no validation split, no W&B run) from the metadata.

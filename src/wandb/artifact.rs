@@ -154,6 +154,20 @@ impl Artifact {
     }
 }
 
+/// `name` with what W&B does not allow in artifact (and file) names, anything but letters,
+/// digits, `-`, `_` and `.`, replaced by `-`.
+pub fn artifact_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 pub const STORAGE_POLICY: &str = "wandb-storage-policy-v1";
 pub const STORAGE_LAYOUT: &str = "V2";
 

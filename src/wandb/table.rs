@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::artifact::{Artifact, Entry};
+use super::artifact::{Artifact, Entry, artifact_name as safe};
 
 /// One cell of a table.
 #[derive(Debug, Clone)]
@@ -197,19 +197,6 @@ pub fn confusion_matrix(
     (table, chart)
 }
 
-/// W&B names artifacts and files with letters, digits, `-`, `_` and `.` only.
-fn safe(key: &str) -> String {
-    key.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -233,14 +220,14 @@ mod tests {
             .rows
             .push(vec![Cell::Image(png), Cell::Int(7), Cell::Number(0.5)]);
         let logged = table.log("eval/mistakes", "abc", 3);
-        assert_eq!(logged.artifact.name, "run-abc-eval_mistakes");
+        assert_eq!(logged.artifact.name, "run-abc-eval-mistakes");
         assert_eq!(logged.artifact.kind, "run_table");
         let names: Vec<&String> = logged.artifact.entries.keys().collect();
         assert_eq!(names.len(), 2);
-        assert!(names[0].starts_with("eval_mistakes.table.json"));
+        assert!(names[0].starts_with("eval-mistakes.table.json"));
         assert!(names[1].starts_with("media/images/") && names[1].ends_with(".png"));
         let (name, bytes) = &logged.run_file;
-        assert!(name.starts_with("media/table/eval_mistakes_3_"), "{name}");
+        assert!(name.starts_with("media/table/eval-mistakes_3_"), "{name}");
         let plain: Value = serde_json::from_slice(bytes).unwrap();
         assert_eq!(plain["data"], json!([["Image", 7, 0.5]]));
         assert_eq!(logged.value["path"], json!(name));
@@ -250,7 +237,7 @@ mod tests {
             logged.value["artifact_path"]
                 .as_str()
                 .unwrap()
-                .ends_with("/eval_mistakes.table.json")
+                .ends_with("/eval-mistakes.table.json")
         );
     }
 
