@@ -16,7 +16,7 @@ use crate::model_dir::ModelCard;
 use crate::pachyderm::Provenance;
 use crate::png_digit;
 use crate::stats::ClassStats;
-use crate::wandb::{self, Cell, NewRun, Png, Table, WandbRun};
+use crate::wandb::{self, Cell, NewRun, Png, Table, WandbConfig, WandbRun};
 
 /// Images shown in a table, as the W&B UI pages one.
 const SHOWN: usize = 64;
@@ -150,7 +150,7 @@ fn start(
         config.insert("pachyderm".into(), serde_json::to_value(provenance)?);
     }
     let run = wandb::start(
-        &card.config.wandb,
+        &settings_for(card),
         place.key_file,
         &NewRun {
             job_type,
@@ -172,6 +172,26 @@ fn start(
         ),
     }
     Ok(Some(run))
+}
+
+/// The model's W&B settings; where neither they nor the environment name the entity or the
+/// project, those of the model's artifact, so that the run lands beside the model.
+fn settings_for(card: &ModelCard) -> WandbConfig {
+    let mut settings = card.config.wandb.clone();
+    let unset = |name: &str| std::env::var(name).map_or(true, |v| v.is_empty());
+    let home = card.wandb_artifact.as_ref().and_then(|a| {
+        let mut parts = a.name.splitn(3, '/');
+        Some((parts.next()?, parts.next()?, parts.next()?))
+    });
+    if let Some((entity, project, _)) = home {
+        if settings.entity.is_none() && unset("WANDB_ENTITY") {
+            settings.entity = Some(entity.to_owned());
+        }
+        if settings.project.is_none() && unset("WANDB_PROJECT") {
+            settings.project = Some(project.to_owned());
+        }
+    }
+    settings
 }
 
 /// Logs one row with its tables, which also make the summary, and ends the run.

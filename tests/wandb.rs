@@ -1108,12 +1108,12 @@ fn inference_is_logged_as_a_run_using_the_model() {
         .arg(&digits)
         .arg("--output")
         .arg(out.path().join("inferred"));
-    for (name, value) in env {
-        cmd.env(name, value);
-    }
+    // No entity or project given: the run lands beside the model's artifact.
+    cmd.env("WANDB_API_KEY", KEY);
     let output = succeeds(&mut cmd);
     let log = stderr(&output);
     assert!(log.contains("wandb: uses artifact mnist-cnn:v0"), "{log}");
+    assert!(log.contains("/team/digits/runs/"), "{log}");
     let state = server.state();
     let runs: Vec<(&str, &str)> = state
         .upserts
