@@ -78,7 +78,12 @@ pub fn run(args: &InferArgs) -> Result<()> {
     )?;
     let seconds = started.elapsed().as_secs_f64();
 
-    let outputs_rows: Vec<usize> = outputs.iter().map(|(_, rows)| *rows).collect();
+    // The input file of each image, for the W&B run.
+    let files: Vec<String> = inputs
+        .iter()
+        .zip(&outputs)
+        .flat_map(|(path, (_, rows))| std::iter::repeat_n(path.display().to_string(), *rows))
+        .collect();
     // Outputs in input order: each input's rows are consecutive in `images`.
     let mut first = 0;
     for (out, rows) in outputs {
@@ -96,11 +101,6 @@ pub fn run(args: &InferArgs) -> Result<()> {
         args.output.display(),
         images.count as f64 / seconds.max(1e-9)
     );
-    let files: Vec<String> = inputs
-        .iter()
-        .zip(&outputs_rows)
-        .flat_map(|(path, &rows)| std::iter::repeat_n(path.display().to_string(), rows))
-        .collect();
     let inferred = Inferred {
         card: &model.card,
         images: &images,

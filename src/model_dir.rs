@@ -128,7 +128,7 @@ impl ModelDir {
             &model::save_weights(network)?,
         )?;
         output::write_json(&self.path.join(Self::CURVES), curves)?;
-        output::write_json(&self.path.join(Self::CARD), card)
+        self.write_card(card)
     }
 
     /// Replaces the card of a written model.

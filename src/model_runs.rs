@@ -179,10 +179,10 @@ fn start(
 fn settings_for(card: &ModelCard) -> WandbConfig {
     let mut settings = card.config.wandb.clone();
     let unset = |name: &str| std::env::var(name).map_or(true, |v| v.is_empty());
-    let home = card.wandb_artifact.as_ref().and_then(|a| {
-        let mut parts = a.name.splitn(3, '/');
-        Some((parts.next()?, parts.next()?, parts.next()?))
-    });
+    let home = card
+        .wandb_artifact
+        .as_ref()
+        .and_then(|a| wandb::split_artifact_path(&a.name));
     if let Some((entity, project, _)) = home {
         if settings.entity.is_none() && unset("WANDB_ENTITY") {
             settings.entity = Some(entity.to_owned());

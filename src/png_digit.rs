@@ -22,7 +22,6 @@ pub fn load(path: &Path, shape: InputShape) -> Result<Images> {
     })
 }
 
-/// Luminance 0..1 of every pixel, transparency composited over white.
 /// One image, 8-bit grayscale, as PNG.
 pub fn encode(pixels: &[u8], shape: InputShape) -> Result<Vec<u8>> {
     let mut png = Vec::new();
@@ -35,6 +34,7 @@ pub fn encode(pixels: &[u8], shape: InputShape) -> Result<Vec<u8>> {
     Ok(png)
 }
 
+/// Luminance 0..1 of every pixel, transparency composited over white.
 fn decode(bytes: &[u8]) -> Result<(Vec<f32>, usize, usize), png::DecodingError> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());

@@ -87,23 +87,20 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let model_dir = ModelDir::new(&args.model);
     let model = model_dir.load(&backend.device)?;
     let curves = model_dir.curves()?;
-    let evaluated = match &args.data {
+    let (evaluated, evaluation) = match &args.data {
         Some(dir) => {
             let test = dataset::load_test(dir)?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
-            Some((test, eval))
+            let figures = class_stats(
+                dir.display().to_string(),
+                &test.labels,
+                &eval.predicted.classes,
+                eval.loss,
+            );
+            (Some((test, eval)), Some(figures))
         }
-        None => None,
-    };
-    let evaluation = match (&args.data, &evaluated) {
-        (Some(dir), Some((test, eval))) => Some(class_stats(
-            dir.display().to_string(),
-            &test.labels,
-            &eval.predicted.classes,
-            eval.loss,
-        )),
-        _ => None,
+        None => (None, None),
     };
     let stats = Stats {
         model: model.card.summary.clone(),

@@ -11,7 +11,6 @@ use super::trainer::Trained;
 use crate::config::TrainConfig;
 use crate::data::Splits;
 use crate::dataset::{self, sample};
-use crate::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
 use crate::wandb::{Artifact, Entry, artifact_name};
 
@@ -76,27 +75,18 @@ pub fn dataset(
     Ok(artifact)
 }
 
-/// The model directory and its config as a `model` artifact, claiming `best` when its
-/// validation accuracy beats every earlier version's.
+/// The model's `files` (the model directory and the config, by name) as a `model` artifact,
+/// claiming `best` when its validation accuracy beats every earlier version's.
 pub fn model(
     config: &TrainConfig,
-    config_path: &Path,
     trained: &Trained,
-    model_dir: &ModelDir,
+    files: &[(String, PathBuf)],
 ) -> Result<Artifact> {
     let card = &trained.card;
     let mut artifact = Artifact::new(config.model_artifact(), "model");
-    let config_name = config_path
-        .file_name()
-        .map_or("config.toml".into(), |n| n.to_string_lossy().into_owned());
-    let files = model_dir
-        .files()
-        .into_iter()
-        .map(|(name, path)| (name.to_owned(), path))
-        .chain([(config_name, config_path.to_owned())]);
     for (name, path) in files {
-        let entry = Entry::file(&path).with_context(|| path.display().to_string())?;
-        artifact.entries.insert(name, entry);
+        let entry = Entry::file(path).with_context(|| path.display().to_string())?;
+        artifact.entries.insert(name.clone(), entry);
     }
     let best_validation = trained
         .curves

@@ -17,7 +17,7 @@ use crate::data::Splits;
 use crate::metrics::MetricsSink;
 use crate::model_dir::{ArtifactLink, ModelDir};
 use crate::pachyderm::Provenance;
-use crate::wandb::{self, Content, NewRun, Role, RunFile, WandbSink};
+use crate::wandb::{self, Content, NewRun, Role, WandbSink};
 
 /// The W&B run of one training, if there is one.
 pub struct Tracking {
@@ -91,9 +91,15 @@ impl Tracking {
         };
         let (exit_code, files) = match outcome {
             Ok(trained) => {
-                let model = artifacts::model(&self.config, &self.config_path, trained, model_dir)?;
-                sink.log_artifact(model, Role::Output);
-                (0, run_files(model_dir, &self.config_path))
+                let files = model_files(model_dir, &self.config_path);
+                sink.log_artifact(
+                    artifacts::model(&self.config, trained, &files)?,
+                    Role::Output,
+                );
+                let files = files
+                    .into_iter()
+                    .map(|(name, path)| (name, Content::File(path)));
+                (0, files.collect())
             }
             Err(err) if err.is::<Stopped>() => (i32::from(Stopped::EXIT_CODE), Vec::new()),
             Err(_) => (1, Vec::new()),
@@ -157,8 +163,9 @@ fn run_config(
     Ok(map)
 }
 
-/// What a finished run uploads, by its W&B names: the model directory and the config.
-fn run_files(model_dir: &ModelDir, config: &Path) -> Vec<RunFile> {
+/// The model directory's files and the config, by their W&B names: what a finished run uploads
+/// and the model artifact holds.
+fn model_files(model_dir: &ModelDir, config: &Path) -> Vec<(String, PathBuf)> {
     let config_name = config.file_name().map_or("config.toml".into(), |name| {
         name.to_string_lossy().into_owned()
     });
@@ -168,6 +175,5 @@ fn run_files(model_dir: &ModelDir, config: &Path) -> Vec<RunFile> {
         .map(|(name, path)| (name.to_owned(), path))
         .chain([(config_name, config.to_owned())])
         .filter(|(_, path)| path.is_file())
-        .map(|(name, path)| (name, Content::File(path)))
         .collect()
 }

@@ -18,6 +18,17 @@ pub enum Content {
     Reference(String),
 }
 
+impl Content {
+    /// The bytes to upload; `None` for a reference.
+    pub fn read(&self) -> Option<std::io::Result<Vec<u8>>> {
+        match self {
+            Self::File(path) => Some(std::fs::read(path)),
+            Self::Bytes(bytes) => Some(Ok(bytes.clone())),
+            Self::Reference(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// MD5 of the bytes, base64, as W&B's manifests and `Content-MD5` carry it.
@@ -51,15 +62,6 @@ impl Entry {
             digest: md5_base64(bytes),
             size: bytes.len() as u64,
             content: Content::Reference(uri),
-        }
-    }
-
-    /// The bytes to upload; `None` for a reference.
-    pub fn read(&self) -> Option<std::io::Result<Vec<u8>>> {
-        match &self.content {
-            Content::File(path) => Some(std::fs::read(path)),
-            Content::Bytes(bytes) => Some(Ok(bytes.clone())),
-            Content::Reference(_) => None,
         }
     }
 }
@@ -103,6 +105,11 @@ impl Artifact {
             client_id: client_id(),
             sequence_client_id: client_id(),
         }
+    }
+
+    /// The metadata as the JSON text W&B stores; `None` when there is none.
+    pub fn metadata_json(&self) -> Option<String> {
+        (!self.metadata.is_empty()).then(|| Value::Object(self.metadata.clone()).to_string())
     }
 
     /// MD5 (hex) over the sorted entries' names and digests, as `MANIFEST_MD5` is defined.
@@ -215,7 +222,7 @@ mod tests {
     fn references_are_listed_not_uploaded() {
         let mut artifact = Artifact::new("digits", "dataset");
         let entry = Entry::reference("pfs://parse@abc123/train.csv".into(), b"0,0,0\n");
-        assert!(entry.read().is_none());
+        assert!(entry.content.read().is_none());
         artifact.entries.insert("train.csv".into(), entry);
         let manifest = artifact.manifest("unused");
         assert_eq!(

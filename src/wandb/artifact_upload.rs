@@ -172,13 +172,20 @@ impl Version {
     }
 }
 
-/// Logs `artifact` for the run; for an input, also marks the run as its user.
+/// `entity/project/collection:vN`, as [`Version::path`] writes it, split into its three parts.
+pub fn split_path(path: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = path.splitn(3, '/');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// Logs `artifact` for the run, an output at history `step`; for an input, also marks the run
+/// as its user.
 pub fn log(
     client: &Client,
     run: &RunNames,
     artifact: &Artifact,
     role: Role,
-    step: Option<u64>,
+    step: u64,
     deadline: Instant,
 ) -> Result<Version, ApiError> {
     let mut aliases = artifact.aliases.clone();
@@ -191,8 +198,6 @@ pub fn log(
         .iter()
         .map(|alias| json!({"alias": alias, "artifactCollectionName": artifact.name}))
         .collect();
-    let metadata = (!artifact.metadata.is_empty())
-        .then(|| Value::Object(artifact.metadata.clone()).to_string());
     let output = role == Role::Output;
     let input = json!({
         "aliases": alias_inputs,
@@ -209,7 +214,7 @@ pub fn log(
         "entityName": run.entity,
         "historyStep": if output { json!(step) } else { Value::Null },
         "labels": null,
-        "metadata": metadata,
+        "metadata": artifact.metadata_json(),
         "projectName": run.project,
         "runName": if output { json!(run.run) } else { Value::Null },
         "sequenceClientID": artifact.sequence_client_id,
@@ -294,7 +299,7 @@ fn upload(
         .entries
         .iter()
         .filter_map(|(name, entry)| {
-            let bytes = entry.read()?;
+            let bytes = entry.content.read()?;
             Some(bytes.map(|bytes| (name, bytes, entry.digest.as_str())))
         })
         .collect::<Result<_, _>>()

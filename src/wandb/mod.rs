@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
 pub use artifact::{Artifact, Content, Entry, Role, artifact_name};
+pub use artifact_upload::split_path as split_artifact_path;
 use connection::{Connection, base_url, connect, entity, env, project};
 pub use run::{Report, RunFile, WandbRun};
 pub use settings::WandbConfig;

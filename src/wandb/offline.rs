@@ -344,11 +344,6 @@ fn artifact_record(
         }
         contents = contents.message(manifest::CONTENTS, item);
     }
-    let metadata = if artifact.metadata.is_empty() {
-        String::new()
-    } else {
-        Value::Object(artifact.metadata.clone()).to_string()
-    };
     let mut body = Message::default()
         .string(artifact::RUN_ID, &spec.run_id)
         .string(artifact::PROJECT, &spec.project)
@@ -356,7 +351,10 @@ fn artifact_record(
         .string(artifact::TYPE, &artifact.kind)
         .string(artifact::NAME, &artifact.name)
         .string(artifact::DIGEST, &artifact.digest())
-        .string(artifact::METADATA, &metadata)
+        .string(
+            artifact::METADATA,
+            &artifact.metadata_json().unwrap_or_default(),
+        )
         .int(artifact::USE_AFTER_COMMIT, i64::from(role == Role::Input));
     for alias in &artifact.aliases {
         body = body.string(artifact::ALIASES, alias);

@@ -391,7 +391,7 @@ impl Worker {
                 run,
             };
             let deadline = Instant::now() + RETRY_FOR;
-            match artifact_upload::log(client, &names, &artifact, role, Some(step), deadline) {
+            match artifact_upload::log(client, &names, &artifact, role, step, deadline) {
                 Ok(version) => {
                     if artifact.kind != "run_table" {
                         eprintln!(
@@ -429,23 +429,12 @@ impl Worker {
             project,
             run,
         };
-        let (home, version) = match name.splitn(3, '/').collect::<Vec<_>>()[..] {
-            [entity, project, version] => (
-                RunNames {
-                    entity,
-                    project,
-                    run,
-                },
-                version,
-            ),
-            _ => (
-                RunNames {
-                    entity,
-                    project,
-                    run,
-                },
-                name,
-            ),
+        let (entity, project, version) =
+            artifact_upload::split_path(name).unwrap_or((entity, project, name));
+        let home = RunNames {
+            entity,
+            project,
+            run,
         };
         let deadline = Instant::now() + RETRY_FOR;
         let used = artifact_upload::find(client, &home, version, deadline).and_then(|found| {
@@ -621,12 +610,7 @@ impl Worker {
                 .iter()
                 .find(|f| f["name"].as_str() == Some(name.as_str()))
                 .and_then(|f| f["uploadUrl"].as_str());
-            let bytes = match content {
-                Content::File(path) => std::fs::read(path).ok(),
-                Content::Bytes(bytes) => Some(bytes.clone()),
-                Content::Reference(_) => None,
-            };
-            let (Some(url), Some(bytes)) = (url, bytes) else {
+            let (Some(url), Some(Ok(bytes))) = (url, content.read()) else {
                 eprintln!("wandb: warning: {name} not uploaded");
                 continue;
             };
