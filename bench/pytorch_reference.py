@@ -85,7 +85,7 @@ def optimizer(config, params):
 
 
 def schedule(config, base):
-    """The learning rate at a 0-based step, as src/config.rs's Schedule::lr computes it."""
+    """The learning rate at a 0-based step, as src/formats/config.rs's Schedule::lr computes it."""
     kind = config.get("kind", "constant")
     if kind == "constant":
         return lambda step, per_epoch, total: base

@@ -1,37 +1,18 @@
 //! `mnist`: train and serve MNIST-style image classifiers, locally or as Pachyderm stages.
 
-mod allocator;
-mod backend;
-mod config;
-mod console;
-mod data;
-mod dataset;
-mod evaluate;
-mod fetch;
+// The layers, bottom first: each uses only the layers listed before it (tests/architecture.rs
+// keeps it so).
+mod device;
+mod files;
+mod formats;
+mod pachyderm;
+mod report;
+mod stages;
+mod wandb;
+
 #[cfg(test)]
 mod fuzz_tests;
-mod gpu_cache;
-mod idx;
-mod image;
-mod infer;
-mod input_files;
-mod leaderboard;
-mod metrics;
-mod model_dir;
-mod model_runs;
-mod output;
-mod pachyderm;
 mod panic_report;
-mod parse;
-mod pixels_csv;
-mod plots;
-mod png_digit;
-mod select;
-mod stats;
-mod sweep;
-mod train;
-mod walk;
-mod wandb;
 
 use std::process::ExitCode;
 
@@ -48,28 +29,28 @@ struct Cli {
     threads: Option<u16>,
     /// Where GPU kernels and autotune results are kept between runs [default:
     /// $XDG_CACHE_HOME/mnist or ~/.cache/mnist].
-    #[arg(long, global = true, env = gpu_cache::DIR_ENV, value_name = "DIR")]
+    #[arg(long, global = true, env = device::gpu_cache::DIR_ENV, value_name = "DIR")]
     cache_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Convert IDX files (raw or gzipped, found recursively) to train.csv and test.csv.
-    Parse(parse::ParseArgs),
+    Parse(stages::parse::ParseArgs),
     /// Train a network from a TOML config and write a model directory.
-    Train(train::TrainArgs),
+    Train(stages::train::TrainArgs),
     /// Write one training config per trial of a sweep file; with --run, train and rank them.
-    Sweep(sweep::SweepArgs),
+    Sweep(stages::sweep::SweepArgs),
     /// Rank the model directories under a directory and copy the best one out.
-    Select(select::SelectArgs),
+    Select(stages::select::SelectArgs),
     /// Classify CSV rows or PNG images with a trained model.
-    Infer(infer::InferArgs),
+    Infer(stages::infer::InferArgs),
     /// Parameter statistics of a model and, with labelled data, its accuracy per class.
-    Stats(stats::StatsArgs),
+    Stats(stages::stats::StatsArgs),
     /// Render inference CSVs as GIFs: each image scaled up with its predicted label.
-    Image(image::ImageArgs),
+    Image(stages::image::ImageArgs),
     /// Download MNIST or Fashion-MNIST and verify the checksums.
-    Fetch(fetch::FetchArgs),
+    Fetch(stages::fetch::FetchArgs),
     /// List the GPU adapters wgpu sees and the device `--backend auto` would use.
     Devices,
 }
@@ -96,8 +77,8 @@ fn main() -> ExitCode {
 
 fn run() -> ExitCode {
     let cli = Cli::parse();
-    let (name, value) = backend::HEADLESS;
-    let variables = gpu_cache::init(cli.cache_dir.clone())
+    let (name, value) = device::backend::HEADLESS;
+    let variables = device::gpu_cache::init(cli.cache_dir.clone())
         .into_iter()
         .chain([(name, value.into())]);
     for (name, value) in variables {
@@ -111,25 +92,25 @@ fn run() -> ExitCode {
         eprintln!("{}", provenance.describe());
     }
     let result = in_thread_pool(cli.threads, || match &cli.command {
-        Command::Parse(args) => parse::run(args),
-        Command::Train(args) => train::run(args),
-        Command::Sweep(args) => sweep::run(args),
-        Command::Select(args) => select::run(args),
-        Command::Infer(args) => infer::run(args),
-        Command::Stats(args) => stats::run(args),
-        Command::Image(args) => image::run(args),
-        Command::Fetch(args) => fetch::run(args),
-        Command::Devices => backend::report(),
+        Command::Parse(args) => stages::parse::run(args),
+        Command::Train(args) => stages::train::run(args),
+        Command::Sweep(args) => stages::sweep::run(args),
+        Command::Select(args) => stages::select::run(args),
+        Command::Infer(args) => stages::infer::run(args),
+        Command::Stats(args) => stages::stats::run(args),
+        Command::Image(args) => stages::image::run(args),
+        Command::Fetch(args) => stages::fetch::run(args),
+        Command::Devices => stages::devices::run(),
     });
-    if let Some(summary) = gpu_cache::summary() {
+    if let Some(summary) = device::gpu_cache::summary() {
         eprintln!("{summary}");
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.is::<train::Stopped>() {
-                ExitCode::from(train::Stopped::EXIT_CODE)
+            if err.is::<stages::train::Stopped>() {
+                ExitCode::from(stages::train::Stopped::EXIT_CODE)
             } else {
                 ExitCode::FAILURE
             }

@@ -29,6 +29,9 @@ impl Content {
     }
 }
 
+/// A file of a run, by its W&B name: a file on disk or bytes made for W&B.
+pub type RunFile = (String, Content);
+
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// MD5 of the bytes, base64, as W&B's manifests and `Content-MD5` carry it.

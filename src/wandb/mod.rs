@@ -20,12 +20,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{Map, Value, json};
 
-use crate::metrics::{EpochMetrics, MetricsSink, StepMetrics};
 use crate::pachyderm::Provenance;
-pub use artifact::{Artifact, Content, Entry, Role, artifact_name};
+pub use artifact::{Artifact, Content, Entry, Role, RunFile, artifact_name};
 pub use artifact_upload::split_path as split_artifact_path;
 use connection::{Connection, base_url, connect, entity, env, project};
-pub use run::{Report, RunFile, WandbRun};
+pub use run::{Report, WandbRun};
 pub use settings::WandbConfig;
 pub use sweep::create_sweep;
 pub use table::{Cell, Png, Table, confusion_matrix};
@@ -114,98 +113,4 @@ fn new_run_id() -> String {
     (0..8)
         .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
         .collect()
-}
-
-fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .filter(|(_, value)| !value.is_null())
-        .map(|(key, value)| (key.to_string(), value.clone()))
-        .collect()
-}
-
-/// A run as a metrics sink: logs each report as a history row (and its console line), and
-/// keeps the summary (the final and best figures) for the end of the run.
-pub struct WandbSink {
-    run: WandbRun,
-    summary: Map<String, Value>,
-}
-
-impl WandbSink {
-    pub fn new(run: WandbRun) -> Self {
-        Self {
-            run,
-            summary: Map::new(),
-        }
-    }
-
-    /// The run's page, once the server has created the run.
-    pub fn url(&self) -> Option<String> {
-        self.run.url()
-    }
-
-    /// Ends the run with its exit code and files; see [`WandbRun::finish`].
-    /// Logs an artifact the run made or read; see [`WandbRun::log_artifact`].
-    pub fn log_artifact(&mut self, artifact: Artifact, role: Role) {
-        self.run.log_artifact(artifact, role);
-    }
-
-    pub fn finish(self, exit_code: i32, files: Vec<RunFile>, deadline: Duration) -> Report {
-        self.run.finish(exit_code, self.summary, files, deadline)
-    }
-}
-
-impl MetricsSink for WandbSink {
-    fn stop_requested(&self) -> bool {
-        self.run.stop_requested()
-    }
-
-    fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
-        let Some(m) = metrics else { return };
-        self.run.log(row(&[
-            ("trainer/step", json!(step)),
-            ("trainer/epoch", json!(m.epoch)),
-            ("train/loss", json!(m.loss)),
-            ("train/accuracy", json!(m.accuracy)),
-            ("train/lr", json!(m.lr)),
-            ("train/samples_per_second", json!(m.samples_per_second)),
-        ]));
-        self.run.console(&m.line());
-    }
-
-    fn epoch(&mut self, m: &EpochMetrics) {
-        self.run.log(row(&[
-            ("trainer/epoch", json!(m.epoch)),
-            ("epoch/train_loss", json!(m.train_loss)),
-            ("epoch/train_accuracy", json!(m.train_accuracy)),
-            ("val/loss", json!(m.validation_loss)),
-            ("val/accuracy", json!(m.validation_accuracy)),
-            ("epoch/seconds", json!(m.seconds)),
-            ("epoch/samples_per_second", json!(m.samples_per_second)),
-        ]));
-        self.run.console(&m.line());
-        let figures = &mut self.summary;
-        figures.insert("train/loss".into(), json!(m.train_loss));
-        figures.insert("train/accuracy".into(), json!(m.train_accuracy));
-        figures.insert("epoch".into(), json!(m.epoch));
-        if let Some(accuracy) = m.validation_accuracy {
-            let best = figures.get("best/val_accuracy").and_then(Value::as_f64);
-            if best.is_none_or(|best| accuracy > best) {
-                figures.insert("best/val_accuracy".into(), json!(accuracy));
-                figures.insert("best/epoch".into(), json!(m.epoch));
-            }
-            figures.insert("val/accuracy".into(), json!(accuracy));
-            figures.insert("val/loss".into(), json!(m.validation_loss));
-        }
-    }
-
-    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
-        self.run.log(row(&[
-            ("test/accuracy", json!(test_accuracy)),
-            ("test/loss", json!(test_loss)),
-        ]));
-        let figures = &mut self.summary;
-        figures.insert("test/accuracy".into(), json!(test_accuracy));
-        figures.insert("test/loss".into(), json!(test_loss));
-    }
 }

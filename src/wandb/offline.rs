@@ -8,9 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::artifact::{Artifact, Content, Role, STORAGE_LAYOUT, STORAGE_POLICY};
+use super::artifact::{Artifact, Content, Role, RunFile, STORAGE_LAYOUT, STORAGE_POLICY};
 use super::clock;
-use super::run::RunFile;
 use super::spec::RunSpec;
 
 const BLOCK: usize = 32 * 1024;
@@ -293,7 +292,7 @@ impl OfflineRun<'_> {
         record(Message::default().message(record::FINAL, Message::default()));
 
         let path = dir.join(format!("run-{}.wandb", spec.run_id));
-        crate::output::write_file(&path, &log.finish())
+        crate::files::output::write_file(&path, &log.finish())
             .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
         Ok(dir)
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use super::artifact::{Artifact, Content, Role};
+use super::artifact::{Artifact, Content, Role, RunFile};
 use super::artifact_upload::{self, RunNames, Version};
 use super::client::{ApiError, Client};
 use super::clock::{unix_seconds, utc_timestamp};
@@ -72,9 +72,6 @@ const CREATE_RUN_FILES: &str = "mutation CreateRunFiles ($entity: String!, $proj
 		}
 	}
 }";
-
-/// A file of the run, by its W&B name: a file on disk or bytes made for W&B.
-pub type RunFile = (String, Content);
 
 enum Message {
     History(String),

@@ -1,0 +1,13 @@
+//! What the stages read and write: IDX, pixel CSV and PNG images over one leaf of image sets
+//! and labels (`data`), the data sets, the training config, the training curves and the model
+//! directory. Uses `files`, `pachyderm`, `wandb` (the config's `[wandb]` settings) and `device`
+//! (the card records what trained the model).
+
+pub mod config;
+pub mod curves;
+pub mod data;
+pub mod dataset;
+pub mod idx;
+pub mod model_dir;
+pub mod pixels_csv;
+pub mod png_digit;

@@ -1,0 +1,217 @@
+//! The CSV formats the stages exchange: one image per line, no header, pixels 0..255 in
+//! row-major order, and optionally a label, first (training data: `label,px1,...`) or last
+//! (inference output: `px1,...,label`).
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use model::InputShape;
+
+use crate::formats::data::{CLASSES, Images, Labelled};
+
+/// Where a row keeps its label, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelColumn {
+    First,
+    Last,
+    None,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: no rows")]
+    Empty { path: PathBuf },
+    #[error("{path}:{line}: {reason}")]
+    Row {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// Reads a CSV whose rows carry a label in `labels` (not [`LabelColumn::None`]).
+pub fn read_labelled(path: &Path, labels: LabelColumn) -> Result<Labelled, CsvError> {
+    let bytes = read(path)?;
+    let (images, labels) = parse(path, &bytes, labels, None)?;
+    Ok(Labelled { images, labels })
+}
+
+/// Reads a CSV of unlabelled rows of exactly `shape.pixels()` pixels.
+pub fn read_unlabelled(path: &Path, shape: InputShape) -> Result<Images, CsvError> {
+    let bytes = read(path)?;
+    let (mut images, _) = parse(path, &bytes, LabelColumn::None, Some(shape.pixels()))?;
+    images.shape = shape;
+    Ok(images)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CsvError> {
+    std::fs::read(path).map_err(|source| CsvError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses `bytes`; every row must have the same number of pixels (`pixels`, or else the first
+/// row's, which must then form a square image).
+fn parse(
+    path: &Path,
+    bytes: &[u8],
+    label_column: LabelColumn,
+    pixels: Option<usize>,
+) -> Result<(Images, Vec<u8>), CsvError> {
+    let row_error = |line: usize, reason: String| CsvError::Row {
+        path: path.to_owned(),
+        line,
+        reason,
+    };
+    let labelled = label_column != LabelColumn::None;
+    let mut expected_fields = pixels.map(|p| p + usize::from(labelled));
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    let mut fields = Vec::with_capacity(1024);
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line_no = index + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        fields.clear();
+        for (column, field) in line.split(|&b| b == b',').enumerate() {
+            fields.push(parse_byte(field).ok_or_else(|| {
+                row_error(
+                    line_no,
+                    format!(
+                        "field {}: expected an integer 0..255, found {:?}",
+                        column + 1,
+                        String::from_utf8_lossy(field).trim()
+                    ),
+                )
+            })?);
+        }
+        let expected = *expected_fields.get_or_insert(fields.len());
+        if fields.len() != expected {
+            let what = match label_column {
+                LabelColumn::First => format!("a label and {} pixels", expected - 1),
+                LabelColumn::Last => format!("{} pixels and a label", expected - 1),
+                LabelColumn::None => format!("{expected} pixels"),
+            };
+            return Err(row_error(
+                line_no,
+                format!(
+                    "expected {expected} fields ({what}), found {}",
+                    fields.len()
+                ),
+            ));
+        }
+        let (label, row) = match label_column {
+            LabelColumn::First => (fields.first().copied(), &fields[1..]),
+            LabelColumn::Last => (fields.last().copied(), &fields[..fields.len() - 1]),
+            LabelColumn::None => (None, &fields[..]),
+        };
+        if let Some(label) = label {
+            if usize::from(label) >= CLASSES {
+                return Err(row_error(
+                    line_no,
+                    format!("label {label} out of range 0..{}", CLASSES - 1),
+                ));
+            }
+            labels.push(label);
+        }
+        data.extend_from_slice(row);
+    }
+    let Some(fields) = expected_fields.filter(|_| !data.is_empty() || !labels.is_empty()) else {
+        return Err(CsvError::Empty {
+            path: path.to_owned(),
+        });
+    };
+    let pixel_count = fields - usize::from(labelled);
+    if pixel_count == 0 {
+        return Err(row_error(
+            1,
+            "expected a label and the pixels of an image, found only a label".into(),
+        ));
+    }
+    let side = (pixel_count as f64).sqrt().round() as usize;
+    if pixels.is_none() && side * side != pixel_count {
+        return Err(row_error(
+            1,
+            format!("{pixel_count} pixels per row do not form a square image"),
+        ));
+    }
+    let count = data.len() / pixel_count.max(1);
+    let images = Images {
+        shape: InputShape {
+            height: side,
+            width: side,
+        },
+        count,
+        pixels: data,
+    };
+    Ok((images, labels))
+}
+
+/// Parses a decimal 0..=255, allowing surrounding spaces.
+fn parse_byte(field: &[u8]) -> Option<u8> {
+    let field = field.trim_ascii();
+    if field.is_empty() || field.len() > 3 {
+        return None;
+    }
+    let mut value: u32 = 0;
+    for &b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u32::from(b - b'0');
+    }
+    u8::try_from(value).ok()
+}
+
+/// Writes rows through one reused line buffer.
+pub struct RowWriter<W: Write> {
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> RowWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            line: Vec::with_capacity(4 * 1024),
+        }
+    }
+
+    /// Writes one row: `label,pixels...` for [`LabelColumn::First`], `pixels...,label` for
+    /// [`LabelColumn::Last`].
+    pub fn write(&mut self, pixels: &[u8], label: Option<(LabelColumn, u8)>) -> io::Result<()> {
+        self.line.clear();
+        if let Some((LabelColumn::First, label)) = label {
+            self.push(label);
+        }
+        for &pixel in pixels {
+            self.push(pixel);
+        }
+        if let Some((LabelColumn::Last, label)) = label {
+            self.push(label);
+        }
+        // Replace the leading separator with nothing and end the line.
+        self.line.push(b'\n');
+        self.out.write_all(&self.line[1..])
+    }
+
+    fn push(&mut self, value: u8) {
+        self.line.push(b',');
+        if value >= 100 {
+            self.line.push(b'0' + value / 100);
+        }
+        if value >= 10 {
+            self.line.push(b'0' + value / 10 % 10);
+        }
+        self.line.push(b'0' + value % 10);
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}

@@ -1,0 +1,235 @@
+//! Running a network over a dataset: batched forward passes, the loss, predictions.
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use model::Network;
+use serde::Serialize;
+
+use crate::formats::config::{Loss, Preprocess};
+use crate::formats::data::{CLASSES, Images, Labelled};
+
+/// Images per forward pass when no gradients are kept.
+const EVAL_BATCH: usize = 1024;
+
+/// The preprocessed images `[count, pixels]` as one tensor on `device`.
+fn images_tensor(images: &Images, preprocess: &Preprocess, device: &Device) -> Tensor<2> {
+    let data = TensorData::new(
+        preprocess.apply(&images.pixels),
+        [images.count, images.shape.pixels()],
+    );
+    Tensor::from_data(data, device)
+}
+
+/// The labels `[count]` as one tensor on `device`.
+fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i32> = labels.iter().map(|&l| i32::from(l)).collect();
+    let count = labels.len();
+    Tensor::from_data(TensorData::new(labels, [count]), device)
+}
+
+/// Row indices `[len]` for `select`.
+pub fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let indices: Vec<i32> = indices.iter().map(|&i| i as i32).collect();
+    let len = indices.len();
+    Tensor::from_data(TensorData::new(indices, [len]), device)
+}
+
+/// The training objective of `outputs` `[batch, classes]` against `targets` `[batch]`.
+pub fn loss(loss: Loss, outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    match loss {
+        Loss::CrossEntropy => {
+            burn::nn::loss::CrossEntropyLoss::new(None, &outputs.device()).forward(outputs, targets)
+        }
+        // Half the summed squared error per example, as the older Go example's update rule.
+        Loss::SquaredError => {
+            let one_hot: Tensor<2> = targets.one_hot::<2>(CLASSES).float();
+            (outputs - one_hot).square().sum_dim(1).mean() * 0.5
+        }
+    }
+}
+
+/// Number of rows of `outputs` whose highest score is the target class.
+pub fn correct(outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
+    outputs
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .equal(targets)
+        .int()
+        .sum()
+}
+
+/// The predicted class of every image, and its softmax probability.
+#[derive(Debug, Clone)]
+pub struct Predicted {
+    pub classes: Vec<u8>,
+    pub confidences: Vec<f32>,
+}
+
+/// The predicted class of every image.
+pub fn predict(
+    network: &Network,
+    images: &Images,
+    preprocess: &Preprocess,
+    device: &Device,
+) -> Result<Predicted> {
+    let inputs = images_tensor(images, preprocess, device);
+    let mut predicted = Predicted::with_capacity(images.count);
+    for start in (0..images.count).step_by(EVAL_BATCH) {
+        let len = EVAL_BATCH.min(images.count - start);
+        let outputs = network.forward(inputs.clone().narrow(0, start, len));
+        predicted.add(outputs)?;
+    }
+    Ok(predicted)
+}
+
+impl Predicted {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            classes: Vec::with_capacity(len),
+            confidences: Vec::with_capacity(len),
+        }
+    }
+
+    /// Adds the predictions of a batch's outputs.
+    fn add(&mut self, outputs: Tensor<2>) -> Result<()> {
+        let probabilities = burn::tensor::activation::softmax(outputs.clone(), 1);
+        let classes = outputs.argmax(1).try_into_data()?;
+        self.classes.extend(classes.iter::<i64>().map(|c| c as u8));
+        let best = probabilities.max_dim(1).try_into_data()?;
+        self.confidences.extend(best.iter::<f32>());
+        Ok(())
+    }
+}
+
+/// Loss, accuracy and predictions of a network on labelled data.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predicted: Predicted,
+}
+
+/// A labelled dataset on a device: its preprocessed images and its labels as tensors, made
+/// once and then used for every batch and every evaluation.
+pub struct DeviceData<'a> {
+    pub data: &'a Labelled,
+    pub inputs: Tensor<2>,
+    pub targets: Tensor<1, Int>,
+}
+
+impl<'a> DeviceData<'a> {
+    pub fn new(data: &'a Labelled, preprocess: &Preprocess, device: &Device) -> Self {
+        Self {
+            data,
+            inputs: images_tensor(&data.images, preprocess, device),
+            targets: labels_tensor(&data.labels, device),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Loss, accuracy and predictions of `network` on this data, in batches.
+    pub fn evaluate(&self, network: &Network, loss_kind: Loss) -> Result<Evaluation> {
+        let len = self.len();
+        let mut predicted = Predicted::with_capacity(len);
+        let mut loss_sum = 0.0;
+        for start in (0..len).step_by(EVAL_BATCH) {
+            let batch = EVAL_BATCH.min(len - start);
+            let outputs = network.forward(self.inputs.clone().narrow(0, start, batch));
+            let targets = self.targets.clone().narrow(0, start, batch);
+            let batch_loss = loss(loss_kind, outputs.clone(), targets);
+            loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * batch as f64;
+            predicted.add(outputs)?;
+        }
+        let correct = predicted
+            .classes
+            .iter()
+            .zip(&self.data.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        Ok(Evaluation {
+            loss: loss_sum / len.max(1) as f64,
+            accuracy: correct as f64 / len.max(1) as f64,
+            predicted,
+        })
+    }
+}
+
+/// Accuracy, loss and per-class figures of a labelled evaluation.
+#[derive(Debug, Serialize)]
+pub struct ClassStats {
+    pub data: String,
+    pub examples: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+    pub per_class: Vec<ClassFigures>,
+    /// `confusion[actual][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+    pub worst_class: usize,
+    pub worst_class_error: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClassFigures {
+    pub class: usize,
+    pub support: usize,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+impl ClassStats {
+    /// The figures of `predictions` against `labels`, whose mean loss is `loss`.
+    pub fn of(data: String, labels: &[u8], predictions: &[u8], loss: f64) -> Self {
+        let mut confusion = vec![vec![0usize; CLASSES]; CLASSES];
+        for (&actual, &predicted) in labels.iter().zip(predictions) {
+            confusion[usize::from(actual)][usize::from(predicted)] += 1;
+        }
+        let ratio = |num: usize, den: usize| {
+            if den == 0 {
+                0.0
+            } else {
+                num as f64 / den as f64
+            }
+        };
+        let per_class: Vec<ClassFigures> = (0..CLASSES)
+            .map(|class| {
+                let hits = confusion[class][class];
+                let support: usize = confusion[class].iter().sum();
+                let predicted: usize = confusion.iter().map(|row| row[class]).sum();
+                let precision = ratio(hits, predicted);
+                let recall = ratio(hits, support);
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassFigures {
+                    class,
+                    support,
+                    precision,
+                    recall,
+                    f1,
+                }
+            })
+            .collect();
+        let worst = per_class
+            .iter()
+            .filter(|c| c.support > 0)
+            .min_by(|a, b| a.recall.total_cmp(&b.recall));
+        let correct: usize = (0..CLASSES).map(|c| confusion[c][c]).sum();
+        Self {
+            data,
+            examples: labels.len(),
+            accuracy: ratio(correct, labels.len()),
+            loss,
+            worst_class: worst.map_or(0, |c| c.class),
+            worst_class_error: worst.map_or(0.0, |c| 1.0 - c.recall),
+            per_class,
+            confusion,
+        }
+    }
+}
