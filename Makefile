@@ -2,7 +2,7 @@
 # heavy Burn dependencies compile once for build, test, bench and CI alike.
 
 CARGO ?= cargo
-MNIST := $(CARGO) run --release --quiet --
+MNIST_RUN := $(CARGO) run --release --quiet --
 DEMO := demo
 FASHION ?= /usr/share/datasets/fashion-mnist
 # The image every pipeline stage runs (Dockerfile.gpu): the specs name it as ${MNIST_IMAGE}.
@@ -29,9 +29,10 @@ define run
 endef
 
 # What the tests need beyond Rust: Debian's Fashion-MNIST, Mesa's software Vulkan (the wgpu
-# tests run on it), pytest with jsonschema for the pipeline specs, and the official W&B SDK
-# that checks the fake W&B server of the tests (with numpy and pillow, which its images need).
-APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1
+# tests run on it), qemu's user-mode emulation (the CPU tests run the binary as older CPUs),
+# pytest with jsonschema for the pipeline specs, and the official W&B SDK that checks the fake
+# W&B server of the tests (with numpy and pillow, which its images need).
+APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1 qemu-user
 PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0 numpy==2.4.6 pillow==13.0.0
 SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -57,13 +58,13 @@ lint:
 
 # The whole workflow on the built-in sample: parse -> train -> stats -> infer -> image.
 demo: build
-	$(MNIST) parse --input data/mnist-sample --output $(DEMO)/csv
-	$(MNIST) train --config configs/smoke.toml --data $(DEMO)/csv --output $(DEMO)/model
-	$(MNIST) stats --model $(DEMO)/model --data $(DEMO)/csv --output $(DEMO)/stats
+	$(MNIST_RUN) parse --input data/mnist-sample --output $(DEMO)/csv
+	$(MNIST_RUN) train --config configs/smoke.toml --data $(DEMO)/csv --output $(DEMO)/model
+	$(MNIST_RUN) stats --model $(DEMO)/model --data $(DEMO)/csv --output $(DEMO)/stats
 	mkdir -p $(DEMO)/digits
 	head -n 16 $(DEMO)/csv/test.csv | cut -d, -f2- > $(DEMO)/digits/sample.csv
-	$(MNIST) infer --model $(DEMO)/model --input $(DEMO)/digits --output $(DEMO)/inference
-	$(MNIST) image --input $(DEMO)/inference --output $(DEMO)/images
+	$(MNIST_RUN) infer --model $(DEMO)/model --input $(DEMO)/digits --output $(DEMO)/inference
+	$(MNIST_RUN) image --input $(DEMO)/inference --output $(DEMO)/images
 	@echo "demo done: the GIF is $(DEMO)/images/sample.gif; the model's pictures are in $(DEMO)/stats"
 
 # Throughput figures on Fashion-MNIST (apt-get install dataset-fashion-mnist), one line each.
@@ -116,7 +117,7 @@ upload:
 # parallel on the GPU nodes); created in W&B as one sweep when WANDB_API_KEY (or ~/.netrc) has a
 # key. Adding configs later trains only those, and `select` ranks them all again.
 sweep-push: build
-	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR)
+	$(MNIST_RUN) sweep --sweep $(SWEEP) --output $(SWEEP_DIR)
 	$(PACHCTL) put file -r training-config@master:/ -f $(SWEEP_DIR)/configs
 
 # The sweep's progress: the training jobs, the models trained so far, and the leaderboard.
@@ -128,7 +129,7 @@ sweep-watch:
 # The sweep on this machine: train every trial (JOBS at a time) and rank them.
 JOBS ?= 1
 sweep-local: build
-	$(MNIST) sweep --sweep $(SWEEP) --output $(SWEEP_DIR) --run --jobs $(JOBS)
+	$(MNIST_RUN) sweep --sweep $(SWEEP) --output $(SWEEP_DIR) --run --jobs $(JOBS)
 
 pipelines:
 	$(foreach p,$(PIPELINES),sed 's|$${MNIST_IMAGE}|$(IMAGE)|g' pipelines/$(p).json | $(PACHCTL) create pipeline -f -$(run))

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # `make bench-compare`: CPU training and inference of `mnist` beside the PyTorch reference
-# (bench/pytorch_reference.py) on Fashion-MNIST: same configs, rows, batch sizes and threads.
-#
-# Throughput: ROUNDS rounds, each training every network with `mnist` then with PyTorch
-# (alternating, so that both see the same machine conditions), 2 epochs on the first 6,400
-# training images; a run's figure is its second (steady-state) epoch. Inference: the reference
-# CNN trained there classifies the 10,000 test images. One line per figure, medians over rounds:
-#   train_cnn_samples_per_s mnist 1180 pytorch 1120 ratio 1.05
-# Accuracy: with ACCURACY_EPOCHS > 0, each network then trains that many epochs on all 60,000
-# training images with both, and the test accuracies are printed:
+# (bench/pytorch_reference.py): same configs, rows, batch sizes and thread counts, the two
+# alternating so that both see the same machine conditions. One line per figure:
+#   instruction_set mnist AVX-512 pytorch AVX512
+#   train_cnn_samples_per_s threads 1 mnist 880 pytorch 530 ratio 1.66
+#   infer_cnn_images_per_s threads 2 mnist 6100 pytorch 3100 ratio 1.97
+#   long_run_cnn_batch32 threads 2 mnist early 1500 late 1490 kept 0.99 pytorch early 1010 late 990 ratio 1.51
 #   accuracy_cnn mnist 90.12 pytorch 90.03 difference +0.09
 #
-# usage: bench/compare.sh [FASHION_DIR]   (env: PYTHON, THREADS, ROUNDS, ACCURACY_EPOCHS, MNIST)
+# Throughput: at each thread count of THREADS (default: 1 and every core), ROUNDS rounds, each
+# training every network for 2 epochs on the first 6,400 Fashion-MNIST training images with
+# mnist, then with PyTorch; a run's figure is its second (steady) epoch, the line's the median
+# over rounds. Inference: the reference CNN trained there classifies the 10,000 test images.
+# Long run: the reference CNN at batch 32 for 14 epochs (1,750 steps, past the ~740th where
+# denormal floats used to halve the speed) on the bundled MNIST sample, at every core; early is
+# the median of epochs 2 to 4, late the median of the last three (one epoch is 2-3 seconds, and
+# single epochs vary by a tenth on a shared machine), kept is late / early.
+# Accuracy: with ACCURACY_EPOCHS > 0, each network then trains that many epochs on all 60,000
+# training images with both, at every core, and the test accuracies are printed.
+#
+# usage: bench/compare.sh [FASHION_DIR]
+#        (env: PYTHON, THREADS, ROUNDS, LONG_EPOCHS, ACCURACY_EPOCHS, MNIST)
 set -euo pipefail
 python=${PYTHON:-python3}
-threads=${THREADS:-$(nproc)}
-rounds=${ROUNDS:-5}
+all=$(nproc)
+threads=${THREADS:-$( [ "$all" -gt 1 ] && echo "1 $all" || echo 1 )}
+rounds=${ROUNDS:-3}
+long_epochs=${LONG_EPOCHS:-14}
 accuracy_epochs=${ACCURACY_EPOCHS:-0}
 networks=(cnn mlp seed-mlp)
 
@@ -27,55 +38,75 @@ source "$(dirname "$0")/common.sh"
 prepare bench-compare "${1:-/usr/share/datasets/fashion-mnist}"
 subset 6400 10000 "$work/small"
 cut -d, -f2- "$work/csv/test.csv" > "$work/attributes.csv"
+"$MNIST" parse --input data/mnist-sample --output "$work/sample" 2> /dev/null
 
-ours() { # network, data, epochs, log
-  "$MNIST" train --threads "$threads" --backend cpu --config "configs/$1.toml" --data "$2" \
-    --epochs "$3" --output "$work/model-$1" 2> "$4"
+ours() { # network, data, epochs, threads, log, extra options
+  "$MNIST" train --threads "$4" --backend cpu --config "configs/$1.toml" --data "$2" \
+    --epochs "$3" --output "$work/model-$1" "${@:6}" 2> "$5"
 }
-theirs() { # network, data, epochs, log, extra options
-  "$python" bench/pytorch_reference.py --threads "$threads" --config "configs/$1.toml" \
-    --data "$2" --epochs "$3" "${@:5}" > "$4"
+theirs() { # network, data, epochs, threads, log, extra options
+  "$python" bench/pytorch_reference.py --threads "$4" --config "configs/$1.toml" \
+    --data "$2" --epochs "$3" "${@:6}" > "$5"
 }
 last() { # regex capturing the figure, log: the last match
   sed -n "s/$1/\1/p" "$2" | tail -n 1
 }
 epoch_rate='^epoch [0-9]*: .* \([0-9]*\) samples\/s$'
 infer_rate='.*(\([0-9]*\) images\/s)$'
-
-for round in $(seq "$rounds"); do
-  for net in "${networks[@]}"; do
-    ours "$net" "$work/small" 2 "$work/log"
-    last "$epoch_rate" "$work/log" >> "$work/mnist-$net"
-    infer=()
-    if [ "$net" = cnn ]; then
-      infer=(--infer)
-      "$MNIST" infer --threads "$threads" --backend cpu --model "$work/model-cnn" \
-        --input "$work/attributes.csv" --output "$work/inferred" 2> "$work/log"
-      last "$infer_rate" "$work/log" >> "$work/mnist-infer"
-    fi
-    theirs "$net" "$work/small" 2 "$work/log" "${infer[@]}"
-    last "$epoch_rate" "$work/log" >> "$work/pytorch-$net"
-    [ "$net" != cnn ] || last "$infer_rate" "$work/log" >> "$work/pytorch-infer"
-  done
-  echo "round $round of $rounds done" >&2
-done
-
-median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-report() { # name, file suffix
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+report() { # name, threads, file suffix
   local a b
-  a=$(median "$work/mnist-$2") b=$(median "$work/pytorch-$2")
-  awk -v n="$1" -v a="$a" -v b="$b" 'BEGIN { printf "%s mnist %.0f pytorch %.0f ratio %.2f\n", n, a, b, a / b }'
+  a=$(median < "$work/mnist-$3") b=$(median < "$work/pytorch-$3")
+  awk -v n="$1" -v t="$2" -v a="$a" -v b="$b" \
+    'BEGIN { printf "%s threads %s mnist %.0f pytorch %.0f ratio %.2f\n", n, t, a, b, a / b }'
 }
-for net in "${networks[@]}"; do
-  report "train_${net//-/_}_samples_per_s" "$net"
+
+ours cnn "$work/small" 1 1 "$work/log" --batch-size 64
+theirs cnn "$work/small" 1 1 "$work/theirs.log"
+echo "instruction_set mnist $(sed -n 's/^backend: cpu on flex ([0-9]* threads*, \([^,]*\),.*/\1/p' "$work/log")" \
+  "pytorch $(last '^instruction set: \(.*\)$' "$work/theirs.log")"
+
+for t in $threads; do
+  rm -f "$work"/mnist-* "$work"/pytorch-*
+  for round in $(seq "$rounds"); do
+    for net in "${networks[@]}"; do
+      ours "$net" "$work/small" 2 "$t" "$work/log"
+      last "$epoch_rate" "$work/log" >> "$work/mnist-$net"
+      infer=()
+      if [ "$net" = cnn ]; then
+        infer=(--infer)
+        "$MNIST" infer --threads "$t" --backend cpu --model "$work/model-cnn" \
+          --input "$work/attributes.csv" --output "$work/inferred" 2> "$work/log"
+        last "$infer_rate" "$work/log" >> "$work/mnist-infer"
+      fi
+      theirs "$net" "$work/small" 2 "$t" "$work/log" "${infer[@]}"
+      last "$epoch_rate" "$work/log" >> "$work/pytorch-$net"
+      [ "$net" != cnn ] || last "$infer_rate" "$work/log" >> "$work/pytorch-infer"
+    done
+    echo "threads $t: round $round of $rounds done" >&2
+  done
+  for net in "${networks[@]}"; do
+    report "train_${net//-/_}_samples_per_s" "$t" "$net"
+  done
+  report infer_cnn_images_per_s "$t" infer
 done
-report infer_cnn_images_per_s infer
+
+# The long run: each epoch's rate; early (median of epochs 2-4), late (of the last three).
+rates() { sed -n "s/$epoch_rate/\1/p" "$1"; }
+ours cnn "$work/sample" "$long_epochs" "$all" "$work/ours-long.log" --batch-size 32
+theirs cnn "$work/sample" "$long_epochs" "$all" "$work/theirs-long.log" --batch-size 32
+awk -v t="$all" \
+  -v e="$(rates "$work/ours-long.log" | sed -n 2,4p | median)" \
+  -v l="$(rates "$work/ours-long.log" | tail -n 3 | median)" \
+  -v pe="$(rates "$work/theirs-long.log" | sed -n 2,4p | median)" \
+  -v pl="$(rates "$work/theirs-long.log" | tail -n 3 | median)" \
+  'BEGIN { printf "long_run_cnn_batch32 threads %s mnist early %.0f late %.0f kept %.2f pytorch early %.0f late %.0f ratio %.2f\n", t, e, l, l / e, pe, pl, l / pl }'
 
 [ "$accuracy_epochs" -gt 0 ] || exit 0
 test_accuracy='^test: loss [0-9.]*, accuracy \([0-9.]*\)%$'
 for net in "${networks[@]}"; do
-  ours "$net" "$work/csv" "$accuracy_epochs" "$work/ours.log"
-  theirs "$net" "$work/csv" "$accuracy_epochs" "$work/theirs.log"
+  ours "$net" "$work/csv" "$accuracy_epochs" "$all" "$work/ours.log"
+  theirs "$net" "$work/csv" "$accuracy_epochs" "$all" "$work/theirs.log"
   awk -v n="accuracy_${net//-/_}" -v a="$(last "$test_accuracy" "$work/ours.log")" \
     -v b="$(last "$test_accuracy" "$work/theirs.log")" \
     'BEGIN { printf "%s mnist %.2f pytorch %.2f difference %+.2f\n", n, a, b, a - b }'

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-operation breakdown of a training step from `perf script` output (see bench/profile.sh).
 
-Each sample taken inside the training loop (`mnist::train::Run::epoch`) is charged to the first
+Each sample taken inside the training loop (`mnist::stages::train::trainer::Run::epoch`) is charged to the first
 frame, from the loop downwards, that names a layer's forward pass, an autodiff backward step or
 another part of the step; the rest is "other". Prints one line per operation:
 milliseconds per step and share of the step.
@@ -13,7 +13,7 @@ import re
 import sys
 from collections import Counter
 
-LOOP = "mnist::train::Run::epoch"
+LOOP = "train::trainer::Run::epoch"
 
 # (label, pattern), tried in order on each frame from the training loop down.
 OPERATIONS = [
@@ -25,16 +25,18 @@ OPERATIONS = [
     ("max-pool forward", r"MaxPool2d::forward"),
     ("max-pool backward", r"MaxPool2D\w* as burn_autodiff"),
     ("dropout forward", r"Dropout::forward|model::layers::dropout|cpu::dropout::dropout"),
+    ("dropout backward", r"cpu::DropoutBackward"),
     ("linear forward", r"Linear::forward|model::layers::linear|Kernels>::linear_forward"),
     ("linear backward",
      r"Matmul as burn_autodiff::ops::backward::Backward|Kernels>::linear_backward|cpu::linear::backward"),
-    ("activation forward", r"Activation::forward|activation::relu|Sigmoid::forward"),
-    ("activation backward", r"(Relu|Sigmoid|Tanh) as burn_autodiff::ops::backward::Backward"),
-    ("loss forward", r"mnist::evaluate::loss"),
+    ("activation forward", r"Activation::forward|activation::relu|Sigmoid::forward|layers::activate"),
+    ("activation backward",
+     r"(Relu|Sigmoid|Tanh) as burn_autodiff::ops::backward::Backward|cpu::ReluBackward"),
+    ("loss forward", r"report::evaluate::loss"),
     ("optimizer step", r"ModuleOptimizer::step|burn_optim::"),
     ("gradient collection", r"GradientsParams::from_grads"),
-    ("batch assembly", r"mnist::evaluate::index_tensor|Tensor<_>>::select|float_select"),
-    ("running metrics", r"mnist::train::Window::"),
+    ("batch assembly", r"report::evaluate::index_tensor|Tensor<_>>::select|float_select"),
+    ("running metrics", r"train::trainer::Window::"),
 ]
 # Tried when no frame matches the above: what is left of a backward pass.
 FALLBACKS = [

@@ -55,21 +55,6 @@ enum Command {
     Devices,
 }
 
-/// Runs `command` on a worker of a rayon pool of `threads` threads (default: one per core).
-/// The CPU backend's parallel loops then share the command's own thread instead of waking
-/// further workers: on two cores, the two workers' spinning between operations (tens of
-/// thousands of `sched_yield` an epoch) took the cores from the command's own thread.
-fn in_thread_pool(
-    threads: Option<u16>,
-    command: impl FnOnce() -> anyhow::Result<()> + Send,
-) -> anyhow::Result<()> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.map_or(0, usize::from))
-        .thread_name(|i| format!("mnist-{i}"))
-        .build()?;
-    pool.install(command)
-}
-
 fn main() -> ExitCode {
     panic_report::install();
     panic_report::exit_code_of(run)
@@ -91,7 +76,7 @@ fn run() -> ExitCode {
     if let Some(provenance) = pachyderm::Provenance::from_env() {
         eprintln!("{}", provenance.describe());
     }
-    let result = in_thread_pool(cli.threads, || match &cli.command {
+    let result = device::cpu::run_on_pool(cli.threads, || match &cli.command {
         Command::Parse(args) => stages::parse::run(args),
         Command::Train(args) => stages::train::run(args),
         Command::Sweep(args) => stages::sweep::run(args),
@@ -101,7 +86,8 @@ fn run() -> ExitCode {
         Command::Image(args) => stages::image::run(args),
         Command::Fetch(args) => stages::fetch::run(args),
         Command::Devices => stages::devices::run(),
-    });
+    })
+    .and_then(|result| result);
     if let Some(summary) = device::gpu_cache::summary() {
         eprintln!("{summary}");
     }

@@ -190,10 +190,12 @@ impl Cnn {
         let x = match self.convs.split_last() {
             Some((last, earlier)) => {
                 let x = earlier.iter().fold(x, |x, conv| {
-                    self.activation.forward(layers::conv2d(conv, x))
+                    layers::activate(&self.activation, layers::conv2d(conv, x))
                 });
-                self.activation
-                    .forward(layers::conv2d_max_pool2d(last, &self.pool, x))
+                layers::activate(
+                    &self.activation,
+                    layers::conv2d_max_pool2d(last, &self.pool, x),
+                )
             }
             None => self.pool.forward(x),
         };
@@ -202,7 +204,7 @@ impl Cnn {
         let x = self.hidden.iter().fold(x, |x, layer| {
             layers::dropout(
                 &self.dropout,
-                self.activation.forward(layers::linear(layer, x)),
+                layers::activate(&self.activation, layers::linear(layer, x)),
             )
         });
         layers::linear(&self.output, x)

@@ -2,6 +2,7 @@
 //! by Burn's own implementation elsewhere (wgpu, other shapes or types). The parameters are
 //! Burn's either way, so models and checkpoints do not depend on where they were trained.
 
+use burn::nn::activation::Activation;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Dropout, Linear, PaddingConfig2d};
@@ -55,6 +56,14 @@ fn plain_pool(pool: &MaxPool2d) -> Option<usize> {
         && !pool.ceil_mode
         && matches!(pool.padding, PaddingConfig2d::Valid);
     plain.then_some(size)
+}
+
+/// `activation` applied to `x`.
+pub fn activate<const D: usize>(activation: &Activation, x: Tensor<D>) -> Tensor<D> {
+    match activation {
+        Activation::Relu(_) if cpu::supported(&x) => cpu::relu(x),
+        _ => activation.forward(x),
+    }
 }
 
 /// `layer` applied to `x`.

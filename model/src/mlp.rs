@@ -84,10 +84,9 @@ impl Mlp {
         let x = self.hidden.iter().fold(images, |x, layer| {
             layers::dropout(
                 &self.dropout,
-                self.activation.forward(layers::linear(layer, x)),
+                layers::activate(&self.activation, layers::linear(layer, x)),
             )
         });
-        self.output_activation
-            .forward(layers::linear(&self.output, x))
+        layers::activate(&self.output_activation, layers::linear(&self.output, x))
     }
 }

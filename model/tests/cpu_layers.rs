@@ -8,7 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::Distribution;
+use burn::tensor::{Distribution, TensorData};
 use model::{cpu, layers};
 
 /// The CPU device, seeded, and the lock on its random generator: Flex has one generator for
@@ -180,4 +180,48 @@ fn dropout_keeps_and_scales_as_burn_and_is_reproducible() {
     // Outside training (no autodiff), dropout is the identity.
     let plain = Tensor::<2>::ones([2, 3], &Device::flex());
     assert_close("inference", layers::dropout(&layer, plain.clone()), plain);
+}
+
+#[test]
+fn relu_matches_burn_with_nans_and_signed_zeros() {
+    let (device, _generator) = device();
+    let relu = burn::nn::activation::ActivationConfig::Relu.init(&device);
+    // Three chunks and a bit, with the values where ReLU's edge cases lie.
+    let shape = [5, 10_000];
+    let special = [
+        f32::NAN,
+        -0.0,
+        0.0,
+        -1.0,
+        1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    let values: Vec<f32> = random(shape, &device)
+        .into_data()
+        .iter::<f32>()
+        .enumerate()
+        .map(|(i, v)| {
+            if i % 97 < special.len() {
+                special[i % 97]
+            } else {
+                v
+            }
+        })
+        .collect();
+    let x = Tensor::<2>::from_data(TensorData::new(values, shape), &device).require_grad();
+    let upstream = random(shape, &device);
+    let run = |y: Tensor<2>| {
+        let grads = (y.clone() * upstream.clone()).sum().backward();
+        [y, x.grad(&grads).expect("input gradient")].map(|t| {
+            t.into_data()
+                .iter::<f32>()
+                .map(f32::to_bits)
+                .collect::<Vec<_>>()
+        })
+    };
+    let [ours, our_grad] = run(layers::activate(&relu, x.clone()));
+    let [reference, reference_grad] = run(relu.forward(x.clone()));
+    assert!(ours == reference, "outputs differ");
+    assert!(our_grad == reference_grad, "gradients differ");
 }

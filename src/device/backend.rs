@@ -10,9 +10,10 @@ use burn::prelude::*;
 use burn::tensor::DeviceKind;
 use burn::tensor::wgpu::{WgpuBackend, wgpu};
 use clap::ValueEnum;
+use model::cpu::InstructionSet;
 use serde::{Deserialize, Serialize};
 
-use super::gpu_cache;
+use super::{cpu, gpu_cache};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
@@ -29,8 +30,12 @@ pub enum BackendChoice {
 pub struct BackendInfo {
     /// `cpu` or `wgpu`.
     pub name: String,
-    /// The device, e.g. `flex (16 threads)` or the adapter's name.
+    /// The device, e.g. `flex (16 threads, AVX-512, denormals flushed)` or the adapter's name.
     pub device: String,
+    /// The vector instructions the CPU kernels use (`avx512`, `avx2`, `neon`, `baseline`), on
+    /// the CPU backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction_set: Option<String>,
     /// The wgpu adapter, when wgpu was used.
     pub adapter: Option<AdapterInfo>,
     /// Why this backend was chosen.
@@ -83,11 +88,11 @@ pub struct Workload {
 /// 1 ran 326 steps/s (3.1 ms), the reference CNN at batch 64 373 steps/s (2.7 ms).
 const GPU_STEP_FLOOR_SECONDS: f64 = 2.7e-3;
 /// Multiply-adds per second that one CPU thread sustains in training (forward and backward):
-/// the 784-256-10 MLP trained at 37,700 samples/s on 2 threads of an AVX2 EPYC, 11.5 G per
-/// thread; the CNN's larger products ran faster (16 G), so this errs towards the GPU.
-const CPU_MULTIPLY_ADDS_PER_THREAD: f64 = 11e9;
+/// the reference CNN trained at 1,036 samples/s on one thread of an AVX-512 EPYC, 37 G; the
+/// 784-256-10 MLP at 80,000, 49 G. The lower errs towards the GPU.
+const CPU_MULTIPLY_ADDS_PER_THREAD: f64 = 35e9;
 /// All cores together stop scaling: the reference CNN on the H200 host's 16 threads sustained
-/// 60 G multiply-adds per second.
+/// 60 G multiply-adds per second (before this project's AVX-512 kernels: a floor).
 const CPU_MULTIPLY_ADDS_MAX: f64 = 60e9;
 
 impl Workload {
@@ -197,13 +202,21 @@ fn auto(adapters: &[Candidate], workload: Option<Workload>) -> Selected {
 }
 
 fn cpu(reason: String) -> Selected {
-    // The command runs inside its rayon pool (see main), which Flex computes on.
+    // The command runs on the process's rayon pool (`cpu::run_on_pool`), which Flex computes on.
     let threads = rayon::current_num_threads();
+    let isa = InstructionSet::detected();
+    let denormals = if cpu::pool_flushes_denormals() {
+        "denormals flushed"
+    } else {
+        "denormals kept"
+    };
+    let plural = if threads == 1 { "" } else { "s" };
     Selected {
         device: Device::flex(),
         info: BackendInfo {
             name: "cpu".into(),
-            device: format!("flex ({threads} threads)"),
+            device: format!("flex ({threads} thread{plural}, {isa}, {denormals})"),
+            instruction_set: Some(isa.name().into()),
             adapter: None,
             reason,
         },
@@ -317,6 +330,7 @@ fn wgpu_device(candidate: &Candidate, reason: String) -> Result<Selected> {
         info: BackendInfo {
             name: "wgpu".into(),
             device: adapter.name.clone(),
+            instruction_set: None,
             adapter: Some(adapter),
             reason,
         },
@@ -346,8 +360,9 @@ mod tests {
         }
         // configs/cnn.toml: 12 M multiply-adds per image, batch 64: the GPU.
         assert!(workload(11_992_448, 64).cpu_is_faster(16).is_none());
-        // One thread makes the MLP at batch 64 a GPU workload.
-        assert!(workload(203_264, 64).cpu_is_faster(1).is_none());
+        // The MLP at batch 256: the GPU for one thread, the CPU for two.
+        assert!(workload(203_264, 256).cpu_is_faster(1).is_none());
+        assert!(workload(203_264, 256).cpu_is_faster(2).is_some());
     }
 
     #[test]

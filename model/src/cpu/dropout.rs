@@ -1,38 +1,49 @@
-//! Dropout whose mask comes from a counter-based generator, filled in parallel. Burn's Dropout
-//! draws every element through its general-purpose random distributions on one thread, which
-//! cost a tenth of the reference CNN's training step.
+//! Dropout whose mask comes from a counter-based generator: each element's fate is a hash of
+//! its index and a seed, so the mask is computed where it is applied, in parallel, and again in
+//! the backward pass instead of being kept. Burn's Dropout draws every element through its
+//! general-purpose random distributions on one thread, which cost a tenth of the reference
+//! CNN's training step.
 
 use burn::nn::Dropout;
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
-use rayon::prelude::*;
+use burn::tensor::Distribution;
+
+/// Which elements dropout keeps, and the factor of those kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mask {
+    seed: u64,
+    /// An element is kept when the top 32 bits of its hash fall below this.
+    threshold: u64,
+    scale: f32,
+}
+
+impl Mask {
+    /// The factor of element `index`: `scale` if kept, else zero.
+    #[inline(always)]
+    pub(super) fn factor(&self, index: u64) -> f32 {
+        if splitmix64(self.seed.wrapping_add(index)) >> 32 < self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+}
 
 /// `layer` applied to `x`: in training, each element kept with probability `1 - prob` and
-/// scaled by `1 / (1 - prob)`, as Burn's Dropout; otherwise `x` itself.
+/// scaled by `1 / (1 - prob)`, as Burn's Dropout; otherwise `x` itself. The caller checks
+/// [`super::supported`].
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
         return x;
     }
     let keep = 1.0 - layer.prob;
-    let scale = (1.0 / keep) as f32;
-    // An element is kept when the top 32 bits of its hash fall below this.
-    let threshold = (keep * 2f64.powi(32)) as u64;
-    let seed = seed(&device);
-    let shape = x.shape();
-    let mut mask = vec![0.0f32; shape.num_elements()];
-    const CHUNK: usize = 1 << 14;
-    mask.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(chunk, values)| {
-            for (i, value) in values.iter_mut().enumerate() {
-                let index = (chunk * CHUNK + i) as u64;
-                if splitmix64(seed.wrapping_add(index)) >> 32 < threshold {
-                    *value = scale;
-                }
-            }
-        });
-    x * Tensor::from_data(TensorData::new(mask, shape), &device)
+    let mask = Mask {
+        seed: seed(&device),
+        threshold: (keep * 2f64.powi(32)) as u64,
+        scale: (1.0 / keep) as f32,
+    };
+    super::masked(x, mask)
 }
 
 /// A seed drawn from the device's generator, so that `Device::seed` makes the masks
@@ -45,6 +56,7 @@ fn seed(device: &Device) -> u64 {
 }
 
 /// SplitMix64's output function on the counter `state`: a well-mixed 64-bit value per index.
+#[inline(always)]
 fn splitmix64(state: u64) -> u64 {
     let mut z = state.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -17,11 +17,17 @@
 
 mod conv;
 mod dropout;
+mod elementwise;
+pub mod isa;
 mod linear;
 mod matmul;
+mod optim;
 mod pool;
+mod reduce;
 
-pub use dropout::dropout;
+pub use dropout::{Mask, dropout};
+pub use isa::InstructionSet;
+pub use optim::{AdamSettings, CpuAdam, CpuAdamW, CpuSgd};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -59,6 +65,12 @@ pub trait CpuLayers: Backend {
         bias: FloatTensor<Self>,
         size: usize,
     ) -> FloatTensor<Self>;
+
+    /// ReLU, as Burn's.
+    fn cpu_relu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x` times dropout's `mask`.
+    fn cpu_dropout(x: FloatTensor<Self>, mask: Mask) -> FloatTensor<Self>;
 }
 
 /// Whether the layers here can compute on `x`'s device and type (f32 on the Flex backend).
@@ -96,6 +108,19 @@ pub fn conv2d_max_pool2d(
         weight.into_dispatch(),
         bias.into_dispatch(),
         size,
+    ))
+}
+
+/// See [`CpuLayers::cpu_relu`]. The caller checks [`supported`].
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_relu(x.into_dispatch()))
+}
+
+/// See [`CpuLayers::cpu_dropout`]. The caller checks [`supported`].
+fn masked<const D: usize>(x: Tensor<D>, mask: Mask) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_dropout(
+        x.into_dispatch(),
+        mask,
     ))
 }
 
@@ -154,6 +179,14 @@ pub trait Kernels: Backend {
         argmax: IntTensor<Self>,
         input_grad: bool,
     ) -> Grads<Self>;
+
+    fn relu_forward(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient of ReLU from its output `y` and the output's gradient `dy`.
+    fn relu_gradient(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x` times `mask`: dropout, and its own backward pass.
+    fn masked(x: FloatTensor<Self>, mask: Mask) -> FloatTensor<Self>;
 }
 
 impl Kernels for Flex {
@@ -201,6 +234,18 @@ impl Kernels for Flex {
     ) -> Grads<Self> {
         conv::backward_pooled(x, weight, dy, argmax, input_grad)
     }
+
+    fn relu_forward(x: FlexTensor) -> FlexTensor {
+        elementwise::relu(x)
+    }
+
+    fn relu_gradient(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        elementwise::relu_backward(y, dy)
+    }
+
+    fn masked(x: FlexTensor, mask: Mask) -> FlexTensor {
+        elementwise::dropout(x, mask)
+    }
 }
 
 impl CpuLayers for Flex {
@@ -219,6 +264,44 @@ impl CpuLayers for Flex {
         size: usize,
     ) -> FlexTensor {
         Self::conv_pool_forward(x, weight, bias, size).0
+    }
+
+    fn cpu_relu(x: FlexTensor) -> FlexTensor {
+        Self::relu_forward(x)
+    }
+
+    fn cpu_dropout(x: FlexTensor, mask: Mask) -> FlexTensor {
+        Self::masked(x, mask)
+    }
+}
+
+/// The backward step of ReLU, which keeps the output.
+#[derive(Debug)]
+struct ReluBackward;
+
+impl<B: Kernels> Backward<B, 1> for ReluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::relu_gradient(ops.state, dy));
+        }
+    }
+}
+
+/// The backward step of dropout, which keeps the mask's seed only.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl<B: Kernels> Backward<B, 1> for DropoutBackward {
+    type State = Mask;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::masked(dy, ops.state));
+        }
     }
 }
 
@@ -300,6 +383,31 @@ impl<B: Kernels, C: CheckpointStrategy> CpuLayers for Autodiff<B, C> {
             let (y, argmax) = B::conv_pool_forward(x, weight, bias, size);
             (y, Layer::ConvPool { argmax })
         })
+    }
+
+    fn cpu_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prepared = ReluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        match prepared {
+            OpsKind::Tracked(prep) => {
+                let y = B::relu_forward(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::relu_forward(x.into_primitive())),
+        }
+    }
+
+    fn cpu_dropout(x: FloatTensor<Self>, mask: Mask) -> FloatTensor<Self> {
+        let prepared = DropoutBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        match prepared {
+            OpsKind::Tracked(prep) => prep.finish(mask, B::masked(x.into_primitive(), mask)),
+            OpsKind::UnTracked(prep) => prep.finish(B::masked(x.into_primitive(), mask)),
+        }
     }
 }
 

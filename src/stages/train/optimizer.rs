@@ -1,52 +1,55 @@
-//! The configured optimizer, built with Burn's optimizers.
+//! The configured optimizer: Burn's Adam, AdamW or SGD, whose updates run as one parallel pass
+//! per parameter on the CPU backend (the model crate's `CpuAdam`, `CpuAdamW`, `CpuSgd`).
 
-use burn::optim::decay::WeightDecayConfig;
+use burn::optim::ModuleOptimizer;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use model::cpu::{AdamSettings, CpuAdam, CpuAdamW, CpuSgd};
 
 use crate::formats::config::Optimizer;
 
 pub fn build(config: &Optimizer) -> ModuleOptimizer {
-    let decay = |penalty: f64| (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32));
     match *config {
         Optimizer::Sgd {
             momentum,
             nesterov,
             weight_decay,
             ..
-        } => SgdConfig::new()
-            .with_momentum((momentum > 0.0).then(|| {
-                // PyTorch's SGD: no dampening unless asked for.
+        } => {
+            // PyTorch's SGD: no dampening unless asked for.
+            let momentum = (momentum > 0.0).then(|| {
                 MomentumConfig::new()
                     .with_momentum(momentum)
                     .with_dampening(0.0)
                     .with_nesterov(nesterov)
-            }))
-            .with_weight_decay(decay(weight_decay))
-            .init(),
+            });
+            CpuSgd::new(
+                momentum,
+                (weight_decay > 0.0).then_some(weight_decay as f32),
+            )
+            .into()
+        }
         Optimizer::Adam {
             beta1,
             beta2,
             epsilon,
             weight_decay,
             ..
-        } => AdamConfig::new()
-            .with_beta_1(beta1)
-            .with_beta_2(beta2)
-            .with_epsilon(epsilon)
-            .with_weight_decay(decay(weight_decay))
-            .init(),
+        } => CpuAdam::new(settings(beta1, beta2, epsilon, weight_decay)).into(),
         Optimizer::Adamw {
             beta1,
             beta2,
             epsilon,
             weight_decay,
             ..
-        } => AdamWConfig::new()
-            .with_beta_1(beta1)
-            .with_beta_2(beta2)
-            .with_epsilon(epsilon)
-            .with_weight_decay(weight_decay as f32)
-            .init(),
+        } => CpuAdamW::new(settings(beta1, beta2, epsilon, weight_decay)).into(),
+    }
+}
+
+fn settings(beta1: f32, beta2: f32, epsilon: f32, weight_decay: f64) -> AdamSettings {
+    AdamSettings {
+        beta_1: beta1,
+        beta_2: beta2,
+        epsilon,
+        weight_decay: weight_decay as f32,
     }
 }
