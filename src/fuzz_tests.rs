@@ -313,11 +313,19 @@ fn trained_model(dir: &Path) -> ModelDir {
     let config = TrainConfig::load(&smoke_config(dir)).unwrap();
     let checkpoints = Checkpoints {
         dir: dir.join("checkpoints"),
-        resume: false,
+        every: None,
     };
     let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
     let splits = dataset::bundled_sample().unwrap();
-    let model = train::train(&config, &splits, &cpu, &checkpoints, &mut Sinks::default()).unwrap();
+    let model = train::train(
+        &config,
+        &splits,
+        &cpu,
+        &checkpoints,
+        None,
+        &mut Sinks::default(),
+    )
+    .unwrap();
     let model_dir = ModelDir::new(dir.join("model"));
     (model_dir.write(&model.network, &model.card, &model.curves)).unwrap();
     model_dir
@@ -397,6 +405,8 @@ fn stages_refusing_input_leave_no_output() {
                 seed: None,
                 resume: false,
                 checkpoint_dir: None,
+                checkpoint_every: None,
+                clean_checkpoints: false,
                 backend: BackendChoice::Cpu,
                 wandb_key_file: None,
             };

@@ -1,13 +1,14 @@
 //! `mnist`: train and serve MNIST-style image classifiers, locally or as Pachyderm stages.
 
-// The layers, bottom first: each uses only the layers listed before it (tests/architecture.rs
-// keeps it so).
+// Folders by layer; tests/architecture.rs lists them bottom first and keeps each to the ones
+// below it.
 mod device;
 mod files;
 mod formats;
 mod pachyderm;
 mod report;
 mod stages;
+mod stop;
 mod wandb;
 
 #[cfg(test)]
@@ -76,6 +77,9 @@ fn run() -> ExitCode {
     if let Some(provenance) = pachyderm::Provenance::from_env() {
         eprintln!("{}", provenance.describe());
     }
+    if let Err(err) = stop::install() {
+        eprintln!("warning: SIGINT and SIGTERM will end the process at once: {err}");
+    }
     let result = device::cpu::run_on_pool(cli.threads, || match &cli.command {
         Command::Parse(args) => stages::parse::run(args),
         Command::Train(args) => stages::train::run(args),
@@ -93,13 +97,19 @@ fn run() -> ExitCode {
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            if err.is::<stages::train::Stopped>() {
-                ExitCode::from(stages::train::Stopped::EXIT_CODE)
-            } else {
-                ExitCode::FAILURE
+        Err(err) => match err.downcast_ref::<stop::Interrupted>() {
+            Some(interrupted) => {
+                eprintln!("{interrupted}");
+                ExitCode::from(interrupted.signal.exit_code())
             }
-        }
+            None => {
+                eprintln!("error: {err:#}");
+                if err.is::<stages::train::Stopped>() {
+                    ExitCode::from(stages::train::Stopped::EXIT_CODE)
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+        },
     }
 }

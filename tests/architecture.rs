@@ -12,7 +12,7 @@ use std::path::Path;
 /// it in this list.
 const LAYERS: &[(&str, &[&str])] = &[
     ("files", &["files"]),
-    ("pachyderm", &["pachyderm"]),
+    ("the process's environment", &["pachyderm", "stop"]),
     ("wandb", &["wandb"]),
     ("device", &["device"]),
     ("formats", &["formats"]),

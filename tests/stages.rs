@@ -31,7 +31,7 @@ fn train_writes_a_complete_model_directory_that_resumes() {
         listing(&model),
         ["checkpoints", "metrics.json", "model.bpk", "model.json"]
     );
-    assert_eq!(listing(&model.join("checkpoints")), ["epoch-0001"]);
+    assert_eq!(listing(&model.join("checkpoints")), ["step-000000057"]);
 
     let output = succeeds(
         mnist()

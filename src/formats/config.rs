@@ -88,6 +88,9 @@ pub struct Training {
     /// Log (and report to the metrics sinks) the running figures every this many steps.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
+    /// The longest time between two checkpoints within an epoch, in minutes.
+    #[serde(default = "default_checkpoint_every_minutes")]
+    pub checkpoint_every_minutes: f64,
 }
 
 fn default_seed() -> u64 {
@@ -96,6 +99,10 @@ fn default_seed() -> u64 {
 
 fn default_log_every() -> usize {
     50
+}
+
+fn default_checkpoint_every_minutes() -> f64 {
+    10.0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -261,6 +268,12 @@ impl TrainConfig {
                 t.batch_size
             );
         }
+        if !(t.checkpoint_every_minutes > 0.0 && t.checkpoint_every_minutes.is_finite()) {
+            bail!(
+                "training.checkpoint_every_minutes: {} is not a positive number of minutes",
+                t.checkpoint_every_minutes
+            );
+        }
         if t.log_every == 0 {
             bail!("training.log_every: must be at least 1");
         }
@@ -307,10 +320,12 @@ impl TrainConfig {
             }
         };
         if let Some(name) = &self.wandb.model_artifact
-            && (name.is_empty() || *name != crate::wandb::artifact_name(name))
+            && (name.is_empty()
+                || *name != crate::wandb::artifact_name(name)
+                || crate::wandb::check_name("wandb.model_artifact", name).is_err())
         {
             bail!(
-                "wandb.model_artifact: {name:?} is not an artifact name (letters, digits, '-', '_' and '.')"
+                "wandb.model_artifact: {name:?} is not an artifact name (letters, digits, '-', '_' and '.', no \"..\")"
             );
         }
         if widths.contains(&0) {

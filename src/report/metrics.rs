@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::formats::curves::EpochMetrics;
+use crate::wandb::RunIdentity;
 
 /// Running training figures over the last `log_every` steps.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +50,10 @@ pub trait MetricsSink {
     fn stop_requested(&self) -> bool {
         false
     }
+    /// The W&B run the sink logs to, for a checkpoint to continue it.
+    fn run_identity(&self) -> Option<RunIdentity> {
+        None
+    }
 }
 
 /// Hands everything to each of several sinks.
@@ -76,6 +81,10 @@ impl MetricsSink for Sinks<'_> {
 
     fn stop_requested(&self) -> bool {
         self.0.iter().any(|s| s.stop_requested())
+    }
+
+    fn run_identity(&self) -> Option<RunIdentity> {
+        self.0.iter().find_map(|s| s.run_identity())
     }
 }
 
@@ -107,5 +116,9 @@ impl<S: MetricsSink> MetricsSink for Option<S> {
 
     fn stop_requested(&self) -> bool {
         self.as_ref().is_some_and(MetricsSink::stop_requested)
+    }
+
+    fn run_identity(&self) -> Option<RunIdentity> {
+        self.as_ref().and_then(MetricsSink::run_identity)
     }
 }

@@ -159,6 +159,7 @@ fn start(
             name: None,
             sweep_id: None,
             root: place.root,
+            continues: None,
         },
     )?;
     let Some(mut run) = run else {

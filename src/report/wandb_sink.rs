@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::formats::curves::EpochMetrics;
 use crate::report::metrics::{MetricsSink, StepMetrics};
-use crate::wandb::{Artifact, Report, Role, RunFile, WandbRun};
+use crate::wandb::{Artifact, Report, Role, RunFile, RunIdentity, WandbRun};
 
 fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
     pairs
@@ -53,8 +53,18 @@ impl MetricsSink for WandbSink {
         self.run.stop_requested()
     }
 
+    fn run_identity(&self) -> Option<RunIdentity> {
+        Some(self.run.identity())
+    }
+
     fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
         let Some(m) = metrics else { return };
+        // A continued run that already holds this step (training went on past its last
+        // checkpoint before it was killed) keeps the rows it has.
+        let logged = self.run.last_logged("trainer/step").and_then(Value::as_u64);
+        if logged.is_some_and(|logged| step as u64 <= logged) {
+            return;
+        }
         self.run.log(row(&[
             ("trainer/step", json!(step)),
             ("trainer/epoch", json!(m.epoch)),

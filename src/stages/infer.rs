@@ -17,6 +17,7 @@ use crate::formats::pixels_csv::{self, LabelColumn, RowWriter};
 use crate::formats::png_digit;
 use crate::report::evaluate;
 use crate::report::model_runs::{self, Inferred, RunPlace};
+use crate::stop::Interrupted;
 
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
@@ -69,6 +70,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         outputs.push((out, rows));
     }
 
+    Interrupted::check(|| "nothing was written".into())?;
     let started = Instant::now();
     let predicted = evaluate::predict(
         &model.network,
@@ -84,6 +86,8 @@ pub fn run(args: &InferArgs) -> Result<()> {
         .zip(&outputs)
         .flat_map(|(path, (_, rows))| std::iter::repeat_n(path.display().to_string(), *rows))
         .collect();
+    // The outputs go together or not at all.
+    Interrupted::check(|| "nothing was written".into())?;
     // Outputs in input order: each input's rows are consecutive in `images`.
     let mut first = 0;
     for (out, rows) in outputs {

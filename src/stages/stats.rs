@@ -13,6 +13,7 @@ use crate::formats::dataset;
 use crate::formats::model_dir::ModelDir;
 use crate::report::evaluate::{ClassStats, DeviceData};
 use crate::report::model_runs::{self, Evaluated, RunPlace};
+use crate::stop::Interrupted;
 use crate::{files::output, report::plots};
 
 /// Weights closer to zero than this count as near-zero.
@@ -67,6 +68,7 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let (evaluated, evaluation) = match &args.data {
         Some(dir) => {
             let test = dataset::load_test(dir)?;
+            Interrupted::check(|| "nothing was written".into())?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
             let figures = ClassStats::of(
@@ -85,6 +87,8 @@ pub fn run(args: &StatsArgs) -> Result<()> {
         layers: layer_stats(&model.network)?,
         evaluation,
     };
+    // The outputs go together or not at all.
+    Interrupted::check(|| "nothing was written".into())?;
     output::write_json(&args.output.join("stats.json"), &stats)?;
     if let Some(eval) = &stats.evaluation {
         let title = format!(

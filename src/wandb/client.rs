@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::settings::ApiKey;
+use super::settings::{ApiKey, KeySource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,12 +23,23 @@ pub enum ApiError {
     Network { url: String, message: String },
     #[error("{url}: GraphQL error: {message}")]
     GraphQl { url: String, message: String },
+    #[error(
+        "{url}: HTTP {status}: W&B rejected the API key from {key_source} (check it, or log in again)"
+    )]
+    KeyRejected {
+        url: String,
+        status: u16,
+        /// Where the key came from: `WANDB_API_KEY`, a key file, a netrc file.
+        key_source: String,
+    },
 }
 
 pub struct Client {
     agent: ureq::Agent,
     base: String,
     authorization: String,
+    /// Where the key came from, for the error when the server rejects it.
+    key_source: String,
 }
 
 /// One attempt's outcome: the answer, or whether and when to try again.
@@ -38,7 +49,7 @@ enum Attempt {
 }
 
 impl Client {
-    pub fn new(base: &str, key: &ApiKey) -> Self {
+    pub fn new(base: &str, key: &ApiKey, source: &KeySource) -> Self {
         let credentials = format!("api:{}", key.expose());
         Self {
             agent: ureq::Agent::config_builder()
@@ -52,6 +63,7 @@ impl Client {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(credentials)
             ),
+            key_source: source.to_string(),
         }
     }
 
@@ -111,6 +123,7 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Posts with the key; a 401 or 403 answer says the key was rejected, and where it came from.
     fn post(&self, url: &str, body: &Value, deadline: Instant) -> Result<(u16, String), ApiError> {
         let bytes = serde_json::to_vec(body).unwrap_or_default();
         self.retrying(url, deadline, || {
@@ -120,6 +133,18 @@ impl Client {
                 .header("Content-Type", "application/json")
                 .header("User-Agent", concat!("mnist/", env!("CARGO_PKG_VERSION")))
                 .send(&bytes[..])
+        })
+        .map_err(|err| match err {
+            ApiError::Status {
+                url,
+                status: status @ (401 | 403),
+                ..
+            } => ApiError::KeyRejected {
+                url,
+                status,
+                key_source: self.key_source.clone(),
+            },
+            other => other,
         })
     }
 

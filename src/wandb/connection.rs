@@ -56,7 +56,7 @@ pub fn connect(settings: &WandbConfig, key_file: Option<&Path>) -> Result<Connec
         }
     };
     eprintln!("wandb: API key from {source}, server {base_url}");
-    Ok(Connection::Online(Client::new(&base_url, &key)))
+    Ok(Connection::Online(Client::new(&base_url, &key, &source)))
 }
 
 /// The entity runs go to: the settings', else `WANDB_ENTITY` (else the server's default).

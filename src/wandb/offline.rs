@@ -4,7 +4,7 @@
 //! protobuf (wandb/proto/wandb_internal.proto).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
@@ -111,7 +111,10 @@ mod run {
     pub const TAGS: u32 = 10;
     pub const SWEEP_ID: u32 = 12;
     pub const HOST: u32 = 13;
+    pub const STARTING_STEP: u32 = 14;
     pub const START_TIME: u32 = 17;
+    pub const RESUMED: u32 = 18;
+    pub const RUNTIME: u32 = 20;
 }
 
 /// `google.protobuf.Timestamp`.
@@ -194,6 +197,9 @@ pub struct OfflineRun<'a> {
     pub exit_code: i32,
     pub runtime_seconds: f64,
     pub started: SystemTime,
+    /// For a run that continues an earlier one of its id: the step of its first row, and the
+    /// seconds the earlier one ran.
+    pub continues: Option<(u64, f64)>,
 }
 
 impl OfflineRun<'_> {
@@ -201,11 +207,16 @@ impl OfflineRun<'_> {
     /// it; returns the run directory.
     pub fn write(&self, root: &Path) -> std::io::Result<PathBuf> {
         let spec = self.spec;
-        let dir = root.join("wandb").join(format!(
-            "offline-run-{}-{}",
-            stamp(self.started),
-            spec.run_id
-        ));
+        // The part of a continued run may start within the second its first part did: the
+        // stamp moves on until the name is free, so that each part keeps its own directory.
+        let dir = (0..)
+            .map(|later| {
+                let started = self.started + Duration::from_secs(later);
+                let name = format!("offline-run-{}-{}", stamp(started), spec.run_id);
+                root.join("wandb").join(name)
+            })
+            .find(|dir| !dir.exists())
+            .expect("a free name");
         let files_dir = dir.join("files");
         std::fs::create_dir_all(&files_dir)?;
 
@@ -251,10 +262,16 @@ impl OfflineRun<'_> {
         for tag in &spec.tags {
             run = run.string(run::TAGS, tag);
         }
-        let run = run
+        let mut run = run
             .string(run::SWEEP_ID, spec.sweep.as_deref().unwrap_or(""))
             .string(run::HOST, spec.host.as_deref().unwrap_or(""))
             .message(run::START_TIME, start_time);
+        if let Some((step, runtime)) = self.continues {
+            run = run
+                .int(run::STARTING_STEP, step as i64)
+                .int(run::RESUMED, 1)
+                .int(run::RUNTIME, runtime.round() as i64);
+        }
         record(Message::default().message(record::RUN, run));
 
         for line in self.history {
@@ -292,11 +309,58 @@ impl OfflineRun<'_> {
         record(Message::default().message(record::FINAL, Message::default()));
 
         let path = dir.join(format!("run-{}.wandb", spec.run_id));
-        crate::files::output::write_file(&path, &log.finish())
-            .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
+        let write = |path: &Path, bytes: &[u8]| {
+            crate::files::output::write_file(path, bytes)
+                .map_err(|err| std::io::Error::other(format!("{err:#}")))
+        };
+        write(&path, &log.finish())?;
+        // Beside the log, in plain JSON: what a later part of the run takes over.
+        let rows: String = self.history.iter().map(|row| format!("{row}\n")).collect();
+        write(&dir.join(HISTORY), rows.as_bytes())?;
+        write(
+            &dir.join(SUMMARY),
+            Value::Object(self.summary.clone()).to_string().as_bytes(),
+        )?;
         Ok(dir)
     }
 }
+
+/// What an earlier offline part of a run holds, for the part that continues it to take over.
+pub struct EarlierPart {
+    pub dir: PathBuf,
+    pub history: Vec<String>,
+    pub summary: Map<String, Value>,
+}
+
+/// The latest offline part of run `run_id` under `root`, if one was written.
+pub fn earlier_part(root: &Path, run_id: &str) -> Option<EarlierPart> {
+    let suffix = format!("-{run_id}");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("wandb"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|dir| {
+            dir.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("offline-run-") && name.ends_with(&suffix))
+        })
+        .collect();
+    dirs.sort();
+    let dir = dirs.pop()?;
+    let history = std::fs::read_to_string(dir.join(HISTORY)).ok()?;
+    let summary = std::fs::read_to_string(dir.join(SUMMARY)).ok()?;
+    let Ok(Value::Object(summary)) = serde_json::from_str(&summary) else {
+        return None;
+    };
+    Some(EarlierPart {
+        history: history.lines().map(String::from).collect(),
+        summary,
+        dir,
+    })
+}
+
+/// The rows and summary of an offline run, beside its log.
+const HISTORY: &str = "history.jsonl";
+const SUMMARY: &str = "summary.json";
 
 /// Writes a file's content at `to`, making its directory; references have no bytes to keep.
 fn keep(content: &Content, to: &Path) -> std::io::Result<()> {
@@ -487,6 +551,9 @@ mod tests {
             ("RunRecord.sweep_id", run::SWEEP_ID.into()),
             ("RunRecord.host", run::HOST.into()),
             ("RunRecord.start_time", run::START_TIME.into()),
+            ("RunRecord.starting_step", run::STARTING_STEP.into()),
+            ("RunRecord.resumed", run::RESUMED.into()),
+            ("RunRecord.runtime", run::RUNTIME.into()),
             ("Timestamp.seconds", timestamp::SECONDS.into()),
             ("Timestamp.nanos", timestamp::NANOS.into()),
             ("ConfigRecord.update", ITEMS.into()),

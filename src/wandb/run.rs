@@ -19,8 +19,9 @@ use super::artifact_upload::{self, RunNames, Version};
 use super::client::{ApiError, Client};
 use super::clock::{unix_seconds, utc_timestamp};
 use super::connection::app_url;
-use super::offline::OfflineRun;
-use super::spec::RunSpec;
+use super::offline::{self, OfflineRun};
+use super::resume::Resumed;
+use super::spec::{RunIdentity, RunSpec};
 use super::system::SystemSampler;
 use super::table::Table;
 
@@ -117,16 +118,26 @@ pub struct WandbRun {
     /// Where the thread's report arrives when it is done.
     report: Receiver<Report>,
     started: Instant,
+    /// Seconds the run had run before this process: `_runtime` goes on from there.
+    runtime_before: f64,
     next_step: u64,
     run_id: String,
+    /// The last history row of the run this one continues, as the server held it.
+    last_row: Map<String, Value>,
     /// Files made for W&B (logged tables), uploaded with the run's files.
     media: Vec<RunFile>,
 }
 
 impl WandbRun {
     /// Starts the run: online through `client`, or, without one, offline under `offline_root`
-    /// (which also keeps what an online run could not deliver).
-    pub fn start(client: Option<Client>, spec: RunSpec, offline_root: PathBuf) -> Self {
+    /// (which also keeps what an online run could not deliver). A run that continues another
+    /// goes on from what the server holds of it (`resumed`), else from its checkpoint's figures.
+    pub fn start(
+        client: Option<Client>,
+        spec: RunSpec,
+        offline_root: PathBuf,
+        resumed: Option<Resumed>,
+    ) -> Self {
         let (sender, receiver) = sync_channel(1024);
         let (report_sender, report) = sync_channel(1);
         let started = Instant::now();
@@ -135,12 +146,22 @@ impl WandbRun {
         let url = Arc::new(OnceLock::new());
         let created = url.clone();
         let run_id = spec.run_id.clone();
+        let (next_step, runtime_before) = match (&resumed, &spec.continues) {
+            (Some(resumed), _) => (resumed.starting_step, resumed.runtime),
+            (None, Some(continues)) => (continues.rows, continues.runtime),
+            (None, None) => (0, 0.0),
+        };
+        let last_row = resumed
+            .as_ref()
+            .map(|r| r.last_row.clone())
+            .unwrap_or_default();
         // Detached: if the server holds the end of the run past its deadline, the process
         // ends without it.
         std::thread::Builder::new()
             .name("wandb".into())
             .spawn(move || {
-                let worker = Worker::new(client, spec, flag, created, started, offline_root);
+                let worker =
+                    Worker::new(client, spec, resumed, flag, created, started, offline_root);
                 let _ = report_sender.send(worker.run(receiver));
             })
             .expect("spawning the W&B thread");
@@ -151,10 +172,31 @@ impl WandbRun {
             backlog: VecDeque::new(),
             report,
             started,
-            next_step: 0,
+            runtime_before,
+            next_step,
             run_id,
+            last_row,
             media: Vec::new(),
         }
+    }
+
+    /// What a checkpoint keeps to continue this run: its id, rows and runtime so far.
+    pub fn identity(&self) -> RunIdentity {
+        RunIdentity {
+            id: self.run_id.clone(),
+            rows: self.next_step,
+            runtime: self.runtime(),
+        }
+    }
+
+    /// The value of `key` in the last history row of the run this one continues, as the
+    /// server held it: where a resumed training left off in W&B.
+    pub fn last_logged(&self, key: &str) -> Option<&Value> {
+        self.last_row.get(key)
+    }
+
+    fn runtime(&self) -> f64 {
+        self.runtime_before + self.started.elapsed().as_secs_f64()
     }
 
     /// The run's page in W&B, if the server has created the run by now.
@@ -170,10 +212,7 @@ impl WandbRun {
     /// Adds a history row; `_step`, `_runtime` and `_timestamp` are filled in.
     pub fn log(&mut self, mut row: Map<String, Value>) {
         row.insert("_step".into(), json!(self.next_step));
-        row.insert(
-            "_runtime".into(),
-            json!(self.started.elapsed().as_secs_f64()),
-        );
+        row.insert("_runtime".into(), json!(self.runtime()));
         row.insert("_timestamp".into(), json!(unix_seconds()));
         self.next_step += 1;
         self.send(Message::History(Value::Object(row).to_string()));
@@ -247,7 +286,7 @@ impl WandbRun {
         wait: Duration,
     ) -> Report {
         files.append(&mut self.media);
-        let runtime = self.started.elapsed().as_secs_f64();
+        let runtime = self.runtime();
         summary.insert("_runtime".into(), json!(runtime));
         summary.insert("_timestamp".into(), json!(unix_seconds()));
         summary.insert("_step".into(), json!(self.next_step.saturating_sub(1)));
@@ -278,6 +317,8 @@ struct Worker {
     /// `None` for an offline run.
     client: Option<Client>,
     spec: RunSpec,
+    /// What the server holds of the run this one continues: its summary and config are kept.
+    resumed: Option<Resumed>,
     offline_root: PathBuf,
     started_at: SystemTime,
     /// Every history row, for an offline run if the server does not take them all.
@@ -302,14 +343,20 @@ impl Worker {
     fn new(
         client: Option<Client>,
         spec: RunSpec,
+        resumed: Option<Resumed>,
         stopped: Arc<AtomicBool>,
         created: Arc<OnceLock<String>>,
         started: Instant,
         offline_root: PathBuf,
     ) -> Self {
+        // A continued run's files go on where the server's end.
+        let offsets = resumed.as_ref().map_or_else(BTreeMap::new, |r| {
+            BTreeMap::from([(HISTORY, r.history), (EVENTS, r.events), (OUTPUT, r.output)])
+        });
         Self {
             client,
             spec,
+            resumed,
             offline_root,
             started_at: SystemTime::now(),
             history: Vec::new(),
@@ -320,7 +367,7 @@ impl Worker {
             artifacts: Vec::new(),
             artifacts_failed: false,
             names: None,
-            offsets: BTreeMap::new(),
+            offsets,
             pending: BTreeMap::new(),
             report: Report::default(),
             last_sent: Instant::now(),
@@ -457,10 +504,19 @@ impl Worker {
 
     fn create(&mut self, deadline: Instant) -> Result<(), ApiError> {
         let s = &self.spec;
+        // A continued run keeps its config; what this process sets is newer.
+        let mut config = self
+            .resumed
+            .as_ref()
+            .map(|r| r.config.clone())
+            .unwrap_or_default();
+        if let Value::Object(ours) = &s.config {
+            config.extend(ours.clone());
+        }
         let variables = json!({
             "id": null, "name": s.run_id, "project": s.project, "entity": s.entity,
             "groupName": s.group, "description": null, "displayName": s.display_name,
-            "notes": s.notes, "commit": null, "config": s.config.to_string(), "host": s.host,
+            "notes": s.notes, "commit": null, "config": Value::Object(config).to_string(), "host": s.host,
             "debug": null, "program": s.program, "repo": null, "jobType": s.job_type,
             "state": null, "sweep": s.sweep, "tags": s.tags, "summaryMetrics": null,
         });
@@ -525,10 +581,17 @@ impl Worker {
     fn finish(
         &mut self,
         exit_code: i32,
-        summary: Map<String, Value>,
+        ours: Map<String, Value>,
         files: Vec<RunFile>,
         deadline: Instant,
     ) {
+        // A continued run keeps its summary; this process's figures are newer.
+        let mut summary = self
+            .resumed
+            .as_ref()
+            .map(|r| r.summary.clone())
+            .unwrap_or_default();
+        summary.extend(ours);
         if self.names.is_some() {
             let uploaded = self.upload(&files, deadline);
             self.pending
@@ -552,22 +615,64 @@ impl Worker {
         }
     }
 
-    /// Writes the whole run as an offline run that `wandb sync` uploads.
+    /// Writes the whole run as an offline run that `wandb sync` uploads. A run that continues
+    /// one kept offline takes that part in (its rows first, its summary under this one's) and
+    /// replaces it: one run, one directory.
     fn keep_offline(&mut self, exit_code: i32, summary: &Map<String, Value>, files: &[RunFile]) {
+        let runtime = self.started_at.elapsed().unwrap_or_default().as_secs_f64();
+        let earlier = match (&self.resumed, &self.spec.continues) {
+            (None, Some(_)) => offline::earlier_part(&self.offline_root, &self.spec.run_id),
+            _ => None,
+        };
+        let (history, summary, continues) = match &earlier {
+            Some(earlier) => {
+                let mut history = earlier.history.clone();
+                history.extend(self.history.iter().cloned());
+                let mut merged = earlier.summary.clone();
+                merged.extend(summary.clone());
+                (history, merged, None)
+            }
+            // A part whose run the server holds goes on from there: `wandb sync` resumes it.
+            None => (
+                self.history.clone(),
+                summary.clone(),
+                match (&self.resumed, &self.spec.continues) {
+                    (Some(resumed), _) => Some((resumed.starting_step, resumed.runtime)),
+                    (None, Some(continues)) => Some((continues.rows, continues.runtime)),
+                    (None, None) => None,
+                },
+            ),
+        };
+        let before = self.spec.continues.as_ref().map_or(0.0, |c| c.runtime);
         let run = OfflineRun {
             spec: &self.spec,
-            history: &self.history,
-            summary,
+            history: &history,
+            summary: &summary,
             files,
             artifacts: &self.artifacts,
             exit_code,
-            runtime_seconds: self.started_at.elapsed().unwrap_or_default().as_secs_f64(),
+            runtime_seconds: before + runtime,
             started: self.started_at,
+            continues,
         };
         match run.write(&self.offline_root) {
             Ok(dir) => {
+                let mut taken = String::new();
+                if let Some(earlier) = earlier {
+                    let _ = std::fs::remove_dir_all(&earlier.dir);
+                    taken = format!(
+                        " (with the {} rows of its earlier part, {})",
+                        earlier.history.len(),
+                        earlier.dir.display()
+                    );
+                }
+                let resume = if continues.is_some() {
+                    "WANDB_RESUME=allow "
+                } else {
+                    ""
+                };
                 eprintln!(
-                    "wandb: the run is kept offline in {}; upload it with: wandb sync {}",
+                    "wandb: the run is kept offline in {}{taken}; upload it with: {resume}wandb sync {}",
                     dir.display(),
                     dir.display()
                 );

@@ -37,6 +37,8 @@ pub struct State {
     /// `UpsertSweep` requests, whole (query and variables).
     pub sweeps: Vec<Value>,
     pub complete: Option<(bool, i64)>,
+    /// The exit code of every `complete` request, in order: one per part of a resumed run.
+    pub completions: Vec<i64>,
     pub uploaded: Vec<String>,
     pub puts: BTreeMap<String, Vec<u8>>,
     /// The `Content-MD5` header of each PUT that had one.
@@ -368,6 +370,8 @@ fn respond(state_mutex: &Mutex<State>, base: &str, request: &Request) -> (u16, S
         }
         if request["complete"].as_bool() == Some(true) {
             state.complete = Some((true, request["exitcode"].as_i64().unwrap_or(-1)));
+            let code = request["exitcode"].as_i64().unwrap_or(-1);
+            state.completions.push(code);
             state.uploaded = request["uploaded"]
                 .as_array()
                 .map(|a| {
@@ -397,6 +401,7 @@ fn respond(state_mutex: &Mutex<State>, base: &str, request: &Request) -> (u16, S
                             "entity": {"id": "RW50aXR5", "name": variables["entity"].as_str().unwrap_or("default-entity")}},
                 "historyLineCount": 0}, "inserted": true}})
         }
+        Some("RunResumeStatus") => resume_status(&state, variables),
         Some("UpsertSweep") => {
             state.sweeps.push(request.clone());
             json!({"upsertSweep": {"sweep": {
@@ -447,6 +452,50 @@ fn respond(state_mutex: &Mutex<State>, base: &str, request: &Request) -> (u16, S
         }
     };
     (200, String::new(), json!({"data": data}))
+}
+
+/// `RunResumeStatus`: what the server holds of the run, as W&B answers it (line counts, the
+/// history's last rows and the summary as JSON strings), or a null bucket for a run it has not
+/// seen.
+fn resume_status(state: &State, variables: &Value) -> Value {
+    let name = variables["name"].as_str().unwrap_or_default();
+    let project = json!({"id": "UHJvamVjdA==", "name": variables["project"],
+                         "entity": {"id": "RW50aXR5", "name": variables["entity"].as_str().unwrap_or("default-entity")}});
+    let Some(upsert) = state.upserts.iter().rev().find(|u| u["name"] == name) else {
+        return json!({"model": {"bucket": null, "id": project["id"], "name": project["name"], "entity": project["entity"]}});
+    };
+    let lines = |file: &str| state.files.get(file).map_or(0, BTreeMap::len);
+    let history: Vec<&String> = state
+        .files
+        .get("wandb-history.jsonl")
+        .map(|lines| lines.values().collect())
+        .unwrap_or_default();
+    let tail: Vec<&&String> = history.iter().rev().take(10).rev().collect();
+    let summary = state
+        .files
+        .get("wandb-summary.json")
+        .and_then(|lines| lines.values().last().cloned())
+        .unwrap_or_else(|| "{}".into());
+    // `wandbConfig(keys: ["t"])`: the telemetry the SDK keeps in the config's `_wandb`.
+    let config: Value = upsert["config"]
+        .as_str()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or(Value::Null);
+    let telemetry = &config["_wandb"]["value"]["t"];
+    let wandb_config = if telemetry.is_null() {
+        json!({})
+    } else {
+        json!({ "t": telemetry })
+    };
+    json!({"model": {"id": project["id"], "name": project["name"], "entity": project["entity"],
+    "bucket": {
+        "id": "UnVuOnYx", "name": name, "displayName": upsert["displayName"],
+        "summaryMetrics": summary, "config": upsert["config"],
+        "historyLineCount": history.len(), "eventsLineCount": lines("wandb-events.jsonl"),
+        "logLineCount": lines("output.log"),
+        "historyTail": serde_json::to_string(&tail).unwrap_or_default(), "eventsTail": "[]",
+        "tags": upsert["tags"], "notes": upsert["notes"], "wandbConfig": wandb_config.to_string(),
+    }}})
 }
 
 /// The answers to the artifact operations, from the server's artifact store.

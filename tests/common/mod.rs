@@ -155,4 +155,25 @@ pub fn infer(model: &Path, input: &Path, out: &Path, backend: &str) {
     );
 }
 
+/// Uploads offline runs with the official `wandb sync` (`pip install wandb==0.31.0`) to the
+/// server at `url`, with `key`.
+pub fn wandb_sync(run_dirs: &[&Path], url: &str, home: &Path, key: &str) {
+    let sync = Command::new("python3")
+        .args(["-m", "wandb", "sync"])
+        .args(run_dirs)
+        .env("WANDB_BASE_URL", url)
+        .env("WANDB_API_KEY", key)
+        .env("HOME", home)
+        // wandb sync writes its logs under ./wandb: keep them out of the project.
+        .current_dir(home)
+        .output()
+        .expect("python3 -m wandb sync runs (pip install wandb==0.31.0)");
+    assert!(
+        sync.status.success(),
+        "wandb sync failed:\n{}{}",
+        String::from_utf8_lossy(&sync.stdout),
+        stderr(&sync)
+    );
+}
+
 pub mod fake_wandb;

@@ -12,6 +12,7 @@ class FakeWandb:
         self.keys = []
         self.exit_codes = []
         self.history_rows = 0
+        self.history = {}  # run name -> its history lines
         self.sweeps = []  # UpsertSweep variables
         self.runs = []  # UpsertBucket variables
         self.artifacts = []  # CreateArtifact inputs, with "id", "version", "manifest"
@@ -42,11 +43,15 @@ class FakeWandb:
                 if auth.startswith("Basic "):
                     server.keys.append(base64.b64decode(auth[6:]).decode().split(":", 1)[1])
                 if self.path.endswith("/file_stream"):
-                    server.history_rows += len(request["files"].get("wandb-history.jsonl", {}).get("content", []))
+                    lines = request["files"].get("wandb-history.jsonl", {}).get("content", [])
+                    server.history_rows += len(lines)
+                    server.history.setdefault(self.path.split("/")[-2], []).extend(lines)
                     if request.get("complete"):
                         server.exit_codes.append(request["exitcode"])
                     return self.answer({"exitcode": None, "limits": {}})
                 variables = request.get("variables", {})
+                if request.get("operationName") == "RunResumeStatus":
+                    return self.answer({"data": {"model": server.resume_status(variables)}})
                 if request.get("operationName") == "UpsertSweep":
                     server.sweeps.append(variables)
                     return self.answer({"data": {"upsertSweep": {"sweep": {
@@ -70,6 +75,19 @@ class FakeWandb:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def resume_status(self, variables):
+        """What the server holds of a run, as RunResumeStatus answers: null for a new run."""
+        known = [run for run in self.runs if run["name"] == variables["name"]]
+        history = self.history.get(variables["name"], [])
+        bucket = known and {
+            "id": "r", "name": variables["name"], "displayName": known[-1].get("displayName"),
+            "summaryMetrics": "{}", "config": known[-1].get("config"), "logLineCount": 0,
+            "historyLineCount": len(history), "eventsLineCount": 0,
+            "historyTail": json.dumps(history[-10:]), "eventsTail": "[]", "tags": [],
+            "notes": None, "wandbConfig": "{}"} or None
+        return {"id": "p", "name": variables["project"], "entity": {"id": "e", "name": "rehearsal"},
+                "bucket": bucket}
 
     def artifact(self, artifact_id):
         return next(a for a in self.artifacts if a["id"] == artifact_id)

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -87,43 +88,8 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url, done=None):
             merge(name, done[key], output)
             continue
         ran += 1
-        pfs = work / "workers" / name / job / str(index) / "pfs"
-        (pfs / "out").mkdir(parents=True)
-        # The worker's environment: the runner's, less any W&B settings of its own.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        volumes = node_volumes(spec, work)
-        env.update({k: in_container(v, pfs, volumes)
-                    for k, v in spec["transform"].get("env", {}).items()})
-        env.update(PPS_PIPELINE_NAME=name, PPS_PROJECT_NAME="default", PACH_JOB_ID=job,
-                   PACH_DATUM_ID=f"{index:064x}", PACH_OUTPUT_COMMIT_ID=uuid.uuid4().hex,
-                   PPS_SPEC_COMMIT=uuid.uuid4().hex)
-        for input_name, repo, entry in datum:
-            source = repos[repo]
-            if entry is None:
-                shutil.copytree(source, pfs / input_name)
-            else:
-                (pfs / input_name).mkdir()
-                copy = shutil.copytree if (source / entry).is_dir() else shutil.copy2
-                copy(source / entry, pfs / input_name / entry)
-            env[f"{input_name}_COMMIT"] = commits[repo]
-            # Pachyderm names each input's mount in a variable of the input's name.
-            env[input_name] = str(pfs / input_name)
-        # W&B goes to a fake server on loopback; the secret `wandb` reaches the stage as the
-        # spec says: as an environment variable, or as files under mountPath (mapped here, as
-        # /pfs is, through the binary's key-file setting).
-        env["WANDB_BASE_URL"] = wandb_url
-        env["HOME"] = str(work)
-        for secret in spec["transform"].get("secrets", []):
-            if "envVar" in secret:
-                env[secret["envVar"]] = SECRET[secret["key"]]
-            if "mountPath" in secret:
-                mount = pfs.parent / secret["mountPath"].lstrip("/")
-                mount.mkdir(parents=True)
-                for key, value in SECRET.items():
-                    (mount / key).write_text(value)
-                env["MNIST_WANDB_KEY_FILE"] = str(mount / "key")
-        cmd = [str(mnist_bin) if arg == "mnist" else in_container(arg, pfs, volumes)
-               for arg in spec["transform"]["cmd"]]
+        cmd, env, pfs = prepare_datum(spec, datum, index, job, repos, commits, mnist_bin, work,
+                                      wandb_url)
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{name} datum {index}: {cmd}\n{result.stderr}"
         assert SECRET["key"] not in result.stderr + result.stdout
@@ -132,6 +98,52 @@ def run_pipeline(spec, repos, commits, mnist_bin, work, wandb_url, done=None):
     repos[name] = output
     commits[name] = uuid.uuid4().hex
     return output, ran
+
+
+def prepare_datum(spec, datum, index, job, repos, commits, mnist_bin, work, wandb_url):
+    """A worker's /pfs for datum `index` of `job`, and the command and environment Pachyderm
+    would run it with. A retried datum is prepared again, the same job and index."""
+    name = spec["pipeline"]["name"]
+    pfs = work / "workers" / name / job / str(index) / "pfs"
+    if pfs.exists():
+        shutil.rmtree(pfs)
+    (pfs / "out").mkdir(parents=True)
+    # The worker's environment: the runner's, less any W&B settings of its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    volumes = node_volumes(spec, work)
+    env.update({k: in_container(v, pfs, volumes)
+                for k, v in spec["transform"].get("env", {}).items()})
+    env.update(PPS_PIPELINE_NAME=name, PPS_PROJECT_NAME="default", PACH_JOB_ID=job,
+               PACH_DATUM_ID=f"{index:064x}", PACH_OUTPUT_COMMIT_ID=uuid.uuid4().hex,
+               PPS_SPEC_COMMIT=uuid.uuid4().hex)
+    for input_name, repo, entry in datum:
+        source = repos[repo]
+        if entry is None:
+            shutil.copytree(source, pfs / input_name)
+        else:
+            (pfs / input_name).mkdir()
+            copy = shutil.copytree if (source / entry).is_dir() else shutil.copy2
+            copy(source / entry, pfs / input_name / entry)
+        env[f"{input_name}_COMMIT"] = commits[repo]
+        # Pachyderm names each input's mount in a variable of the input's name.
+        env[input_name] = str(pfs / input_name)
+    # W&B goes to a fake server on loopback; the secret `wandb` reaches the stage as the
+    # spec says: as an environment variable, or as files under mountPath (mapped here, as
+    # /pfs is, through the binary's key-file setting).
+    env["WANDB_BASE_URL"] = wandb_url
+    env["HOME"] = str(work)
+    for secret in spec["transform"].get("secrets", []):
+        if "envVar" in secret:
+            env[secret["envVar"]] = SECRET[secret["key"]]
+        if "mountPath" in secret:
+            mount = pfs.parent / secret["mountPath"].lstrip("/")
+            mount.mkdir(parents=True)
+            for key, value in SECRET.items():
+                (mount / key).write_text(value)
+            env["MNIST_WANDB_KEY_FILE"] = str(mount / "key")
+    cmd = [str(mnist_bin) if arg == "mnist" else in_container(arg, pfs, volumes)
+           for arg in spec["transform"]["cmd"]]
+    return cmd, env, pfs
 
 
 def merge(name, datum_out, output):
@@ -219,9 +231,9 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
     assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
     # The model repo holds the model only, in the directory named after its config.
     assert tree(outputs["model"]) == ["smoke/metrics.json", "smoke/model.bpk", "smoke/model.json"]
-    # The checkpoints stayed in the worker's scratch space.
-    [scratch] = (tmp_path / "workers" / "model").glob("*/0/tmp/checkpoints")
-    assert sorted(os.listdir(scratch)) == ["epoch-0001", "epoch-0002"]
+    # The checkpoints, on the node's cache volume while the datum ran, went when it succeeded.
+    assert not (tmp_path / "node/var/cache/mnist/checkpoints/model").exists() or not any(
+        (tmp_path / "node/var/cache/mnist/checkpoints/model").iterdir())
     card = json.loads((outputs["model"] / "smoke" / "model.json").read_text())
     provenance = card["provenance"]
     assert provenance["pipeline"] == "model"
@@ -291,5 +303,47 @@ def test_a_sweep_trains_its_trials_as_datums_and_the_best_goes_downstream(mnist_
         board = json.loads((outputs["select"] / "leaderboard.json").read_text())["entries"]
         assert sorted(e["name"] for e in board) == names
         check_downstream(outputs, board[0]["name"])
+    finally:
+        wandb.stop()
+
+
+def test_a_killed_datum_is_retried_from_its_checkpoint_in_the_same_wandb_run(mnist_bin, tmp_path):
+    """A worker killed mid-training (a node lost, memory exceeded): Pachyderm retries the datum
+    (datumTries) with the same job and datum, and it goes on from the checkpoint it left on the
+    node's cache volume, in the same W&B run; once it succeeds, the checkpoints go."""
+    spec = load_spec("model")
+    assert spec["datumTries"] > 1
+    repos = input_repos(tmp_path)
+    config = (ROOT / "configs/smoke.toml").read_text().replace("epochs = 2", "epochs = 30")
+    (repos["training-config"] / "long.toml").write_text(config)
+    commits = {repo: uuid.uuid4().hex for repo in repos}
+    wandb = FakeWandb()
+    try:
+        run_pipeline(load_spec("mnist-csv"), repos, commits, mnist_bin, tmp_path, wandb.url)
+        [datum] = datums(spec["input"], repos)
+        job = uuid.uuid4().hex
+        args = (spec, datum, 0, job, repos, commits, mnist_bin, tmp_path, wandb.url)
+        cmd, env, _ = prepare_datum(*args)
+        first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        for line in first.stderr:
+            # Epoch 2's checkpoint is written before epoch 3 starts.
+            if line.startswith("epoch 3 step"):
+                first.kill()
+                break
+        first.wait()
+        assert first.returncode == -signal.SIGKILL
+        checkpoints = tmp_path / "node/var/cache/mnist/checkpoints/model" / f"{0:064x}"
+        assert any(p.name.startswith("step-") for p in checkpoints.iterdir())
+
+        cmd, env, pfs = prepare_datum(*args)
+        retry = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert retry.returncode == 0, retry.stderr
+        assert "resuming after epoch 2" in retry.stderr
+        card = json.loads((pfs / "out" / "long" / "model.json").read_text())
+        assert card["training"]["epochs"] == 30 and card["training"]["resumed_from_epoch"] == 2
+        assert not checkpoints.exists()
+        # One W&B run for the datum, created by both tries, finished once.
+        assert len({run["name"] for run in wandb.runs}) == 1 and len(wandb.runs) >= 2
+        assert wandb.exit_codes == [0]
     finally:
         wandb.stop()

@@ -103,9 +103,15 @@ def test_training_asks_for_a_gpu_and_the_wandb_secret_both_ways():
         assert cmd[cmd.index("--models") + 1] == "/pfs/out"
         assert {"pfs": {"repo": "training-config", "glob": "/*"}} in spec["input"]["cross"]
         assert spec["parallelismSpec"]["constant"] > 1
-        # Checkpoints (with optimizer state) go to the pod's scratch space, an emptyDir at
-        # /tmp: the model repo that stats and inference download holds the model only.
-        assert cmd[cmd.index("--checkpoint-dir") + 1].startswith("/tmp/")
+        # Checkpoints (with optimizer state) go to the node's cache volume, under a directory of
+        # the pipeline and datum: a retried datum continues from its own, and the model repo
+        # that stats and inference download holds the model only. A datum that succeeds
+        # removes them.
+        checkpoints = cmd[cmd.index("--checkpoint-dir") + 1]
+        assert checkpoints == "/var/cache/mnist/checkpoints/{pipeline}/{datum}"
+        assert checkpoints.startswith(spec["transform"]["env"]["MNIST_CACHE_DIR"] + "/")
+        assert "--resume" in cmd and "--clean-checkpoints" in cmd
+        assert spec["datumTries"] > 1
 
 
 GPU_STAGES = ("model", "model-secret-file", "stats", "inference")

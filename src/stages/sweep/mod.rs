@@ -5,16 +5,18 @@
 
 mod space;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 
 use crate::device::backend::BackendChoice;
+use crate::stop;
 use crate::{files::output, stages::select, wandb};
 pub use space::{Method, Sweep, Trial};
 
@@ -122,7 +124,8 @@ fn train_all(args: &SweepArgs, trials: &[Trial], configs: &Path) -> Result<usize
     );
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
-    let train = |trial: &Trial| -> Result<()> {
+    // Whether the trial trained (`false`: it stopped on a signal, its checkpoint kept).
+    let train = |trial: &Trial| -> Result<bool> {
         let log = logs.join(format!("{}.log", trial.name));
         let file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -144,25 +147,52 @@ fn train_all(args: &SweepArgs, trials: &[Trial], configs: &Path) -> Result<usize
         if let Some(key_file) = &args.wandb_key_file {
             command.arg("--wandb-key-file").arg(key_file);
         }
-        let status = command.status().context("starting `mnist train`")?;
+        // A group of its own: a terminal's Ctrl-C reaches the trial once, through this process.
+        command.process_group(0);
+        let mut child = command.spawn().context("starting `mnist train`")?;
+        let mut forwarded = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for `mnist train`")? {
+                break status;
+            }
+            if let Some(signal) = stop::requested().filter(|_| !forwarded) {
+                signal.send_to(child.id());
+                forwarded = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if forwarded && !status.success() {
+            return Ok(false);
+        }
         anyhow::ensure!(status.success(), "{status}; see {}", log.display());
-        Ok(())
+        Ok(true)
+    };
+    let finished = Mutex::new(Vec::new());
+    let record = |list: &Mutex<Vec<String>>, trial: &Trial| {
+        let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+        list.push(trial.name.clone());
     };
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
                 while let Some(trial) = trials.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if stop::requested().is_some() {
+                        break;
+                    }
                     let started = Instant::now();
                     match train(trial) {
-                        Ok(()) => eprintln!(
-                            "trial {} trained in {:.1}s",
-                            trial.name,
-                            started.elapsed().as_secs_f64()
-                        ),
+                        Ok(false) => eprintln!("trial {} stopped", trial.name),
+                        Ok(true) => {
+                            eprintln!(
+                                "trial {} trained in {:.1}s",
+                                trial.name,
+                                started.elapsed().as_secs_f64()
+                            );
+                            record(&finished, trial);
+                        }
                         Err(err) => {
                             eprintln!("trial {} failed: {err:#}", trial.name);
-                            let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner());
-                            failed.push(trial.name.clone());
+                            record(&failed, trial);
                         }
                     }
                 }
@@ -170,6 +200,25 @@ fn train_all(args: &SweepArgs, trials: &[Trial], configs: &Path) -> Result<usize
         }
     });
     let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(signal) = stop::requested() {
+        let finished = finished.into_inner().unwrap_or_else(|p| p.into_inner());
+        let list = |names: &[String]| match names {
+            [] => "none".to_owned(),
+            names => names.join(", "),
+        };
+        return Err(stop::Interrupted {
+            signal,
+            detail: format!(
+                "trials finished: {}; stopped or not started: the others. A stopped trial \
+                 continues with `mnist train --config {}/<trial>.toml --output {}/<trial> \
+                 --resume`",
+                list(&finished),
+                configs.display(),
+                args.output.join("models").display()
+            ),
+        }
+        .into());
+    }
     if failed.len() == trials.len() {
         bail!("every trial failed; their logs are in {}", logs.display());
     }

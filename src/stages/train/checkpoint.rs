@@ -1,6 +1,9 @@
-//! Per-epoch checkpoints (network, optimizer state, curves so far) that `--resume` continues
-//! from. Each is written to a temporary directory and renamed, so a checkpoint either exists
-//! whole or not at all.
+//! Checkpoints that `--resume` continues from: the network, the optimizer state and where
+//! training stands (the epoch, the batches of it done and their running totals, the curves so
+//! far, the W&B run), written after each epoch, every few minutes, and when a signal stops
+//! training. Each is written to a temporary directory and renamed, so a checkpoint exists whole
+//! or not at all. The two latest are kept: a latest one that cannot be read is skipped, with a
+//! warning, for the one before it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,38 +19,71 @@ use crate::files::output;
 use crate::formats::config::TrainConfig;
 use crate::formats::curves::EpochMetrics;
 use crate::formats::model_dir::ModelDir;
+use crate::wandb::RunIdentity;
 
 const STATE: &str = "state.json";
 /// The network's weights, in the same file as in a model directory.
 const WEIGHTS: &str = ModelDir::WEIGHTS;
 const OPTIMIZER: &str = "optimizer.bpk";
+/// Checkpoints kept: the latest, and the one before in case the latest cannot be read.
+const KEEP: usize = 2;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointState {
+    /// The epoch being trained, from 1.
     pub epoch: usize,
+    /// How far into `epoch` training is; `None` once the epoch is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Position>,
     pub config: TrainConfig,
+    /// The figures of the complete epochs.
     pub history: Vec<EpochMetrics>,
+    /// Training time so far.
     pub seconds: f64,
+    /// The W&B run that logs the training, for `--resume` to continue it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wandb: Option<RunIdentity>,
+}
+
+/// A point within an epoch: the batches done and what they summed to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub batches: usize,
+    pub loss: f64,
+    pub correct: usize,
+    pub samples: usize,
+}
+
+impl CheckpointState {
+    /// Complete epochs and batches of the next: the order checkpoints are made in.
+    fn progress(&self) -> (usize, usize) {
+        match self.within {
+            Some(position) => (self.epoch - 1, position.batches),
+            None => (self.epoch, 0),
+        }
+    }
 }
 
 pub struct Checkpoint {
     pub state: CheckpointState,
     pub network: Network,
     pub optimizer: ModuleOptimizer,
+    /// The checkpoint's directory.
+    pub path: PathBuf,
 }
 
-fn epoch_dir(dir: &Path, epoch: usize) -> PathBuf {
-    dir.join(format!("epoch-{epoch:04}"))
-}
-
+/// Writes a checkpoint for global step `step` into `dir`, then removes all but the latest
+/// [`KEEP`].
 pub fn save(
     dir: &Path,
+    step: usize,
     state: &CheckpointState,
     network: &Network,
     optimizer: &ModuleOptimizer,
-) -> Result<()> {
-    let target = epoch_dir(dir, state.epoch);
-    let temp = dir.join(format!(".epoch-{:04}.partial", state.epoch));
+) -> Result<PathBuf> {
+    let name = format!("step-{step:09}");
+    let target = dir.join(&name);
+    let temp = dir.join(format!(".{name}.partial"));
     let _ = fs::remove_dir_all(&temp);
     fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
     output::write_file(&temp.join(WEIGHTS), &model::save_weights(network)?)?;
@@ -58,46 +94,107 @@ pub fn save(
     output::write_json(&temp.join(STATE), state)?;
     let _ = fs::remove_dir_all(&target);
     fs::rename(&temp, &target).with_context(|| format!("renaming into {}", target.display()))?;
+    for (_, older) in candidates(dir).into_iter().skip(KEEP) {
+        let _ = fs::remove_dir_all(older);
+    }
+    Ok(target)
+}
+
+/// The checkpoint directories under `dir` with their states, latest first. A directory whose
+/// state cannot be read is left out with a warning.
+fn candidates(dir: &Path) -> Vec<(CheckpointState, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(CheckpointState, PathBuf)> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("step-") || name.starts_with("epoch-"))
+        })
+        .filter_map(|path| match read_state(&path) {
+            Ok(state) => Some((state, path)),
+            Err(err) => {
+                eprintln!("warning: skipping checkpoint {}: {err:#}", path.display());
+                None
+            }
+        })
+        .collect();
+    found.sort_by_key(|(state, _)| std::cmp::Reverse(state.progress()));
+    found
+}
+
+/// Removes every checkpoint under `dir`, and `dir` itself if nothing else is left in it: once
+/// the model is written, they are of no more use.
+pub fn remove_all(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|entry| entry.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = ["step-", "epoch-", ".step-"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if ours {
+            fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    // Left when something else is in it.
+    let _ = fs::remove_dir(dir);
     Ok(())
 }
 
-/// The latest complete checkpoint under `dir`, if any.
+fn read_state(path: &Path) -> Result<CheckpointState> {
+    let file = path.join(STATE);
+    let bytes = fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: invalid checkpoint state", file.display()))
+}
+
+/// The latest checkpoint under `dir` that reads whole, if any; `optimizer` is the configured
+/// optimizer, which the saved state is loaded into.
 pub fn latest(
     dir: &Path,
     input: InputShape,
     classes: usize,
+    optimizer: &ModuleOptimizer,
+    device: &Device,
+) -> Option<Checkpoint> {
+    candidates(dir).into_iter().find_map(|(state, path)| {
+        match load(&path, &state, input, classes, optimizer.clone(), device) {
+            Ok((network, optimizer)) => Some(Checkpoint {
+                state,
+                network,
+                optimizer,
+                path,
+            }),
+            Err(err) => {
+                eprintln!("warning: skipping checkpoint {}: {err:#}", path.display());
+                None
+            }
+        }
+    })
+}
+
+fn load(
+    path: &Path,
+    state: &CheckpointState,
+    input: InputShape,
+    classes: usize,
     optimizer: ModuleOptimizer,
     device: &Device,
-) -> Result<Option<Checkpoint>> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(None);
-    };
-    let latest = entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let epoch = name.strip_prefix("epoch-")?.parse::<usize>().ok()?;
-            Some((epoch, entry.path()))
-        })
-        .max_by_key(|(epoch, _)| *epoch);
-    let Some((_, path)) = latest else {
-        return Ok(None);
-    };
+) -> Result<(Network, ModuleOptimizer)> {
     let read = |name: &str| {
         let file = path.join(name);
-        fs::read(&file).with_context(|| format!("reading checkpoint file {}", file.display()))
+        fs::read(&file).with_context(|| format!("reading {}", file.display()))
     };
-    let state_path = path.join(STATE);
-    let state: CheckpointState = serde_json::from_slice(&read(STATE)?)
-        .with_context(|| format!("{}: invalid checkpoint state", state_path.display()))?;
     let network = model::load_weights(&state.config.model, input, classes, read(WEIGHTS)?, device)
         .with_context(|| path.join(WEIGHTS).display().to_string())?;
     let optimizer = optimizer
         .from_bytes(Bytes::from_bytes_vec(read(OPTIMIZER)?))
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.join(OPTIMIZER).display()))?;
-    Ok(Some(Checkpoint {
-        state,
-        network,
-        optimizer,
-    }))
+    Ok((network, optimizer))
 }

@@ -1,5 +1,6 @@
 //! `mnist train`: a config and data in, a model directory out. The stage reads as it runs:
-//! load the config and the data, choose the device, train (tracked in W&B), write the model.
+//! load the config and the data, choose the device, find the checkpoint to resume from, train
+//! (tracked in W&B, continuing the checkpoint's run), write the model.
 
 mod artifacts;
 mod checkpoint;
@@ -8,8 +9,9 @@ mod tracking;
 mod trainer;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::device::backend::{self, BackendChoice, Workload};
 use crate::formats::config::TrainConfig;
@@ -17,6 +19,8 @@ use crate::formats::data::{CLASSES, Splits};
 use crate::formats::dataset;
 use crate::formats::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
+use crate::stop;
+use checkpoint::Checkpoint;
 use tracking::{Inputs, Tracking};
 pub use trainer::{Checkpoints, Stopped, train};
 
@@ -47,13 +51,21 @@ pub struct TrainArgs {
     /// Override training.seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Continue from the latest checkpoint.
+    /// Continue from the latest checkpoint, and the W&B run it names.
     #[arg(long)]
     pub resume: bool,
-    /// Where each epoch's checkpoint (weights, optimizer state, curves) goes [default:
-    /// OUTPUT/checkpoints]. In Pachyderm, scratch space: the model repo holds models only.
+    /// Where checkpoints (weights, optimizer state, where training stands) go [default:
+    /// OUTPUT/checkpoints]. `{pipeline}` and `{datum}` stand for the Pachyderm pipeline and
+    /// datum, so that a retried datum finds its own.
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Override training.checkpoint_every_minutes: the longest time between two checkpoints
+    /// within an epoch.
+    #[arg(long, value_name = "MINUTES")]
+    pub checkpoint_every: Option<f64>,
+    /// Remove the checkpoints once the model is written.
+    #[arg(long)]
+    pub clean_checkpoints: bool,
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
@@ -76,6 +88,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 
     let model_dir = args.model_dir(&config_path);
     let provenance = Provenance::from_env();
+    let checkpoints = args.checkpoints(&model_dir, &config, provenance.as_ref())?;
+    let resumed = args
+        .resume
+        .then(|| resume_from(&checkpoints, &config, &splits, &backend));
+    let resumed = resumed.flatten();
     let inputs = Inputs {
         config_path: &config_path,
         data: args.data.as_deref(),
@@ -83,13 +100,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         backend: &backend.info,
         provenance: provenance.as_ref(),
         key_file: args.wandb_key_file.as_deref(),
+        continues: resumed.as_ref().and_then(|c| c.state.wandb.as_ref()),
     };
     let mut tracking = Tracking::start(&config, &inputs, &model_dir)?;
     let result = train(
         &config,
         &splits,
         &backend,
-        &args.checkpoints(&model_dir),
+        &checkpoints,
+        resumed,
         tracking.sink(),
     )
     .and_then(|mut trained| {
@@ -100,13 +119,66 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     });
     tracking.finish(&result, &model_dir)?;
 
-    let trained = result?;
+    let trained = result.map_err(|mut err| {
+        let hint = format!("\ncontinue with: {}", resume_command());
+        if let Some(interrupted) = err.downcast_mut::<stop::Interrupted>() {
+            interrupted.detail.push_str(&hint);
+        } else if let Some(stopped) = err.downcast_mut::<Stopped>() {
+            stopped.kept.push_str(&hint);
+        }
+        err
+    })?;
+    if args.clean_checkpoints {
+        checkpoint::remove_all(&checkpoints.dir)?;
+    }
     eprintln!(
         "wrote {} (test accuracy {:.2}%)",
         model_dir.path().display(),
         100.0 * trained.card.metrics.test_accuracy
     );
     Ok(())
+}
+
+/// The latest checkpoint under the checkpoint directory that reads whole, if any.
+fn resume_from(
+    checkpoints: &Checkpoints,
+    config: &TrainConfig,
+    splits: &Splits,
+    backend: &backend::Selected,
+) -> Option<Checkpoint> {
+    let device = backend.device.clone().autodiff();
+    let optimizer = optimizer::build(&config.optimizer);
+    let input = splits.train.images.shape;
+    let found = checkpoint::latest(&checkpoints.dir, input, CLASSES, &optimizer, &device);
+    if found.is_none() {
+        eprintln!(
+            "no checkpoint in {}: starting afresh",
+            checkpoints.dir.display()
+        );
+    }
+    found
+}
+
+/// This command again, with `--resume`: what continues a stopped training.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|arg| arg == "--resume") {
+        args.push("--resume".into());
+    }
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|arg| {
+            let plain = arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c));
+            if plain && !arg.is_empty() {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            }
+        })
+        .collect();
+    quoted.join(" ")
 }
 
 impl TrainArgs {
@@ -118,6 +190,9 @@ impl TrainArgs {
         training.epochs = self.epochs.unwrap_or(training.epochs);
         training.batch_size = self.batch_size.unwrap_or(training.batch_size);
         training.seed = self.seed.unwrap_or(training.seed);
+        training.checkpoint_every_minutes = self
+            .checkpoint_every
+            .unwrap_or(training.checkpoint_every_minutes);
         if let Some(lr) = self.lr {
             config.optimizer.set_lr(lr);
         }
@@ -133,15 +208,59 @@ impl TrainArgs {
         }
     }
 
-    fn checkpoints(&self, model_dir: &ModelDir) -> Checkpoints {
-        Checkpoints {
-            dir: self
-                .checkpoint_dir
-                .clone()
-                .unwrap_or_else(|| model_dir.default_checkpoints()),
-            resume: self.resume,
-        }
+    /// Where checkpoints go: `--checkpoint-dir` with its placeholders filled in, or the model
+    /// directory's `checkpoints`.
+    fn checkpoints(
+        &self,
+        model_dir: &ModelDir,
+        config: &TrainConfig,
+        provenance: Option<&Provenance>,
+    ) -> Result<Checkpoints> {
+        let dir = match &self.checkpoint_dir {
+            Some(dir) => fill_in(dir, provenance)?,
+            None => model_dir.default_checkpoints(),
+        };
+        let minutes = config.training.checkpoint_every_minutes;
+        Ok(Checkpoints {
+            dir,
+            every: Some(Duration::from_secs_f64(minutes * 60.0)),
+        })
     }
+}
+
+/// `dir` with `{pipeline}` and `{datum}` replaced by the Pachyderm pipeline and datum.
+fn fill_in(dir: &Path, provenance: Option<&Provenance>) -> Result<PathBuf> {
+    let mut text = dir.to_string_lossy().into_owned();
+    for (placeholder, value, variable) in [
+        (
+            "{pipeline}",
+            provenance.and_then(|p| p.pipeline.as_deref()),
+            "PPS_PIPELINE_NAME",
+        ),
+        (
+            "{datum}",
+            provenance.and_then(|p| p.datum_id.as_deref()),
+            "PACH_DATUM_ID",
+        ),
+    ] {
+        if !text.contains(placeholder) {
+            continue;
+        }
+        let Some(value) = value else {
+            bail!(
+                "--checkpoint-dir {}: {placeholder} needs {variable}, which Pachyderm sets",
+                dir.display()
+            );
+        };
+        if value.is_empty() || value.contains(['/', '\\']) || value == "." || value == ".." {
+            bail!(
+                "--checkpoint-dir {}: {variable}={value:?} cannot be part of a path",
+                dir.display()
+            );
+        }
+        text = text.replace(placeholder, value);
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// The data to train on (`dir`, or the built-in sample), checked to fit the config's model.

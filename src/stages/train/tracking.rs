@@ -18,7 +18,8 @@ use crate::formats::model_dir::{ArtifactLink, ModelDir};
 use crate::pachyderm::Provenance;
 use crate::report::metrics::MetricsSink;
 use crate::report::wandb_sink::WandbSink;
-use crate::wandb::{self, Content, NewRun, Role};
+use crate::stop;
+use crate::wandb::{self, Content, NewRun, Role, RunIdentity};
 
 /// The W&B run of one training, if there is one.
 pub struct Tracking {
@@ -36,6 +37,8 @@ pub struct Inputs<'a> {
     pub backend: &'a BackendInfo,
     pub provenance: Option<&'a Provenance>,
     pub key_file: Option<&'a Path>,
+    /// The W&B run of the checkpoint training resumes from.
+    pub continues: Option<&'a RunIdentity>,
 }
 
 impl Tracking {
@@ -60,6 +63,7 @@ impl Tracking {
                 name: trial.map(|trial| trial.trial.as_str()),
                 sweep_id: trial.and_then(|trial| trial.id.as_deref()),
                 root: model_dir.path(),
+                continues: inputs.continues,
             },
         )?;
         let mut sink = run.map(WandbSink::new);
@@ -103,10 +107,18 @@ impl Tracking {
                 (0, files.collect())
             }
             Err(err) if err.is::<Stopped>() => (i32::from(Stopped::EXIT_CODE), Vec::new()),
-            Err(_) => (1, Vec::new()),
+            Err(err) => match err.downcast_ref::<stop::Interrupted>() {
+                Some(interrupted) => (i32::from(interrupted.signal.exit_code()), Vec::new()),
+                None => (1, Vec::new()),
+            },
+        };
+        // A signal's sender waits for the process's end, Kubernetes 30 seconds at most.
+        let deadline = match outcome {
+            Err(err) if err.is::<stop::Interrupted>() => wandb::STOP_FLUSH,
+            _ => wandb::FINAL_FLUSH,
         };
         let finishing = Instant::now();
-        let report = sink.finish(exit_code, files, wandb::FINAL_FLUSH);
+        let report = sink.finish(exit_code, files, deadline);
         let waited = finishing.elapsed().as_secs_f64();
         if report.completed {
             eprintln!(

@@ -1,18 +1,19 @@
 //! The training loop: a network trained on the training split, epoch after epoch, with a
 //! checkpoint after each, then evaluated on the test split and described by its card.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use model::{InputShape, Network};
+use model::Network;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::{checkpoint, optimizer};
+use super::checkpoint::{self, Checkpoint, CheckpointState, Position};
+use super::optimizer;
 use crate::device::backend::Selected;
 use crate::formats::config::TrainConfig;
 use crate::formats::curves::{Curves, EpochMetrics};
@@ -21,14 +22,15 @@ use crate::formats::model_dir::{DatasetInfo, ModelCard, TestMetrics, TrainingInf
 use crate::report::console::Console;
 use crate::report::evaluate::{self, DeviceData};
 use crate::report::metrics::{MetricsSink, Sinks, StepMetrics};
+use crate::stop;
 
 /// Training ended early because its run was stopped in W&B.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "stopped from W&B after step {step}; the checkpoint of the last complete epoch is kept for --resume"
-)]
+#[error("stopped from W&B after step {step}; {kept}")]
 pub struct Stopped {
     step: usize,
+    /// Where training stands now, for `--resume`.
+    pub kept: String,
 }
 
 impl Stopped {
@@ -50,11 +52,11 @@ pub struct Diverged {
     lr: f64,
 }
 
-/// Where the checkpoints of a run go.
+/// Where the checkpoints of a run go, and how often within an epoch.
 pub struct Checkpoints {
     pub dir: PathBuf,
-    /// Continue from the latest checkpoint in `dir`.
-    pub resume: bool,
+    /// The longest time between two checkpoints within an epoch.
+    pub every: Option<Duration>,
 }
 
 /// A trained network with what describes it: what a model directory holds.
@@ -64,12 +66,13 @@ pub struct Trained {
     pub curves: Curves,
 }
 
-/// Trains `config` on `splits`, checkpoints on the way.
+/// Trains `config` on `splits`, from `resumed` when given, checkpoints on the way.
 pub fn train(
     config: &TrainConfig,
     splits: &Splits,
     backend: &Selected,
     checkpoints: &Checkpoints,
+    resumed: Option<Checkpoint>,
     reporter: &mut dyn MetricsSink,
 ) -> Result<Trained> {
     let t = &config.training;
@@ -79,17 +82,18 @@ pub fn train(
 
     let device = backend.device.clone().autodiff();
     device.seed(t.seed);
-    let mut run = Run {
-        network: config.model.init(input, CLASSES, &device),
-        optimizer: optimizer::build(&config.optimizer),
-        history: Vec::new(),
-        seconds_before: 0.0,
-        resumed_from_epoch: None,
-        starting: Some(backend.chosen),
+    let mut run = match resumed {
+        Some(checkpoint) => Run::resume(config, checkpoint, backend.chosen)?,
+        None => Run {
+            network: config.model.init(input, CLASSES, &device),
+            optimizer: optimizer::build(&config.optimizer),
+            history: Vec::new(),
+            seconds_before: 0.0,
+            resumed_from: None,
+            within: None,
+            starting: Some(backend.chosen),
+        },
     };
-    if checkpoints.resume {
-        run.resume(config, &checkpoints.dir, input, &device)?;
-    }
     eprintln!(
         "training {} ({} parameters) on {} images from {} ({} held out for validation, {} test), seed {}",
         config.model.describe(input, CLASSES),
@@ -105,45 +109,40 @@ pub fn train(
     let held_out = DeviceData::new(&validation, &config.preprocess, &device);
     let steps_per_epoch = train.len().div_ceil(t.batch_size);
     let first_epoch = run.history.len() + 1;
-    let mut console = Console::new(
-        steps_per_epoch * t.epochs,
-        steps_per_epoch,
-        (first_epoch - 1) * steps_per_epoch,
-    );
+    let done = (first_epoch - 1) * steps_per_epoch + run.within.map_or(0, |p| p.batches);
+    let mut console = Console::new(steps_per_epoch * t.epochs, steps_per_epoch, done);
     let mut sinks = Sinks(vec![&mut console, reporter]);
-    let started = Instant::now();
+    let mut clock = CheckpointClock {
+        checkpoints,
+        last: Instant::now(),
+        started: Instant::now(),
+    };
     for epoch in first_epoch..=t.epochs {
         let epoch_started = Instant::now();
-        let (loss, correct, samples) = run.epoch(config, &data, epoch, &device, &mut sinks)?;
+        let totals = run.epoch(config, &data, epoch, &device, &mut sinks, &mut clock)?;
         let training_seconds = epoch_started.elapsed().as_secs_f64();
         let validation = (!validation.is_empty())
             .then(|| held_out.evaluate(&run.network.valid(), t.loss))
             .transpose()?;
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss / samples as f64,
-            train_accuracy: correct as f64 / samples as f64,
+            train_loss: totals.loss / totals.samples as f64,
+            train_accuracy: totals.correct as f64 / totals.samples as f64,
             validation_loss: validation.as_ref().map(|e| e.loss),
             validation_accuracy: validation.as_ref().map(|e| e.accuracy),
             seconds: epoch_started.elapsed().as_secs_f64(),
-            samples_per_second: samples as f64 / training_seconds.max(1e-9),
+            samples_per_second: totals.samples_now as f64 / training_seconds.max(1e-9),
         };
         sinks.epoch(&metrics);
         run.history.push(metrics);
-        let state = checkpoint::CheckpointState {
-            epoch,
-            config: config.clone(),
-            history: run.history.clone(),
-            seconds: run.seconds_before + started.elapsed().as_secs_f64(),
-        };
-        checkpoint::save(&checkpoints.dir, &state, &run.network, &run.optimizer)?;
+        clock.save(&run, config, epoch * steps_per_epoch, None, &sinks)?;
     }
 
     let network = run.network.valid();
     let test =
         DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(&network, t.loss)?;
     sinks.finished(test.accuracy, test.loss);
-    let seconds = run.seconds_before + started.elapsed().as_secs_f64();
+    let seconds = run.seconds_before + clock.started.elapsed().as_secs_f64();
     let epochs = run.history.len();
     let card = ModelCard {
         summary: config.model.describe(input, CLASSES),
@@ -163,7 +162,7 @@ pub fn train(
             steps: epochs * steps_per_epoch,
             seconds,
             samples_per_second: (epochs * train.len()) as f64 / seconds.max(1e-9),
-            resumed_from_epoch: run.resumed_from_epoch,
+            resumed_from_epoch: run.resumed_from,
         },
         metrics: TestMetrics {
             test_loss: test.loss,
@@ -191,66 +190,86 @@ struct Run {
     history: Vec<EpochMetrics>,
     /// Training time spent before a resume.
     seconds_before: f64,
-    resumed_from_epoch: Option<usize>,
+    /// The epochs (and part of the next) done before a resume.
+    resumed_from: Option<usize>,
+    /// Where in its first epoch this run starts, when a checkpoint was taken within it.
+    within: Option<Position>,
     /// When the device was chosen, until the first step has been reported.
     starting: Option<Instant>,
 }
 
+/// What an epoch summed: its loss, correct predictions and samples, and of those the samples
+/// this process trained on (a resumed epoch's others came from the checkpoint).
+struct Totals {
+    loss: f64,
+    correct: usize,
+    samples: usize,
+    samples_now: usize,
+}
+
 impl Run {
-    /// Continues from the latest checkpoint under `checkpoints`, if there is one.
-    fn resume(
-        &mut self,
-        config: &TrainConfig,
-        checkpoints: &Path,
-        input: InputShape,
-        device: &Device,
-    ) -> Result<()> {
-        let latest =
-            checkpoint::latest(checkpoints, input, CLASSES, self.optimizer.clone(), device)?;
-        let Some(ckpt) = latest else {
-            eprintln!(
-                "no checkpoint in {}: starting afresh",
-                checkpoints.display()
-            );
-            return Ok(());
-        };
+    /// Continues from `checkpoint`, which must be of the same model and preprocessing.
+    fn resume(config: &TrainConfig, checkpoint: Checkpoint, chosen: Instant) -> Result<Self> {
+        let Checkpoint {
+            state,
+            network,
+            optimizer,
+            path,
+        } = checkpoint;
         anyhow::ensure!(
-            ckpt.state.config.model == config.model
-                && ckpt.state.config.preprocess == config.preprocess,
+            state.config.model == config.model && state.config.preprocess == config.preprocess,
             "{}: the checkpoint was trained with another model or preprocessing",
-            checkpoints.display()
+            path.display()
         );
-        eprintln!("resuming after epoch {}", ckpt.state.epoch);
-        self.resumed_from_epoch = Some(ckpt.state.epoch);
-        self.network = ckpt.network;
-        self.optimizer = ckpt.optimizer;
-        self.history = ckpt.state.history;
-        self.seconds_before = ckpt.state.seconds;
-        Ok(())
+        let place = match state.within {
+            Some(position) => format!("epoch {}, batch {}", state.epoch, position.batches),
+            None => format!("epoch {}", state.epoch),
+        };
+        eprintln!("resuming after {place} ({})", path.display());
+        Ok(Self {
+            network,
+            optimizer,
+            resumed_from: Some(state.history.len()),
+            history: state.history,
+            seconds_before: state.seconds,
+            within: state.within,
+            starting: Some(chosen),
+        })
     }
 
-    /// One pass over the shuffled training data; returns the summed loss, the correct
-    /// predictions and the samples seen.
+    /// One pass over the shuffled training data, from where a checkpoint left it.
     fn epoch(
         &mut self,
         config: &TrainConfig,
         data: &DeviceData,
         epoch: usize,
         device: &Device,
-        sinks: &mut impl MetricsSink,
-    ) -> Result<(f64, usize, usize)> {
+        sinks: &mut Sinks,
+        clock: &mut CheckpointClock,
+    ) -> Result<Totals> {
         let t = &config.training;
         let steps_per_epoch = data.len().div_ceil(t.batch_size);
         let total_steps = steps_per_epoch * t.epochs;
-        // Data order and dropout depend on the seed and the epoch only, so a resumed run
-        // continues as the uninterrupted one would have.
-        device.seed(t.seed.wrapping_add(epoch as u64));
+        // Data order and dropout depend on the seed, the epoch and the step only, so that a
+        // resumed run continues as the uninterrupted one would have.
         let mut order: Vec<usize> = (0..data.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(t.seed ^ ((epoch as u64) << 32)));
+        let start = self.within.take().unwrap_or(Position {
+            batches: 0,
+            loss: 0.0,
+            correct: 0,
+            samples: 0,
+        });
 
         let mut window = Window::new(device);
-        let mut totals = (0.0, 0, 0);
-        for (i, batch) in order.chunks(t.batch_size).enumerate() {
+        let mut totals = Totals {
+            loss: start.loss,
+            correct: start.correct,
+            samples: start.samples,
+            samples_now: 0,
+        };
+        let batches = order.chunks(t.batch_size).enumerate().skip(start.batches);
+        for (i, batch) in batches {
             let step = (epoch - 1) * steps_per_epoch + i + 1;
             let lr = (config.schedule).lr(
                 config.optimizer.lr(),
@@ -258,6 +277,7 @@ impl Run {
                 steps_per_epoch,
                 total_steps,
             );
+            device.seed(step_seed(t.seed, step));
             let indices = evaluate::index_tensor(batch, device);
             let x = data.inputs.clone().select(0, indices.clone());
             let y = data.targets.clone().select(0, indices);
@@ -273,7 +293,11 @@ impl Run {
                 sinks.started(chosen.elapsed().as_secs_f64());
             }
 
-            let metrics = if step.is_multiple_of(t.log_every) || i + 1 == steps_per_epoch {
+            let stop = stop::requested();
+            let stopped_in_wandb = sinks.stop_requested();
+            let report = step.is_multiple_of(t.log_every) || i + 1 == steps_per_epoch;
+            let checkpoint = stop.is_some() || stopped_in_wandb || clock.due();
+            let metrics = if report || checkpoint {
                 let (loss, correct, samples, seconds) = window.read()?;
                 if !loss.is_finite() {
                     return Err(Diverged {
@@ -285,10 +309,12 @@ impl Run {
                     }
                     .into());
                 }
-                totals.0 += loss;
-                totals.1 += correct;
-                totals.2 += samples;
-                Some(StepMetrics {
+                totals.loss += loss;
+                totals.correct += correct;
+                totals.samples += samples;
+                totals.samples_now += samples;
+                // Figures of a window cut short by a checkpoint go into the epoch's only.
+                report.then(|| StepMetrics {
                     epoch,
                     step,
                     total_steps,
@@ -301,12 +327,89 @@ impl Run {
                 None
             };
             sinks.step(step, metrics.as_ref());
-            if sinks.stop_requested() {
-                return Err(Stopped { step }.into());
+            if checkpoint {
+                let position = Position {
+                    batches: i + 1,
+                    loss: totals.loss,
+                    correct: totals.correct,
+                    samples: totals.samples,
+                };
+                let path = clock.save(self, config, step, Some((epoch, position)), sinks)?;
+                let kept = format!(
+                    "the checkpoint of epoch {epoch}, batch {} of {steps_per_epoch} is kept in {}",
+                    i + 1,
+                    path.display()
+                );
+                if let Some(signal) = stop {
+                    return Err(stop::Interrupted {
+                        signal,
+                        detail: kept,
+                    }
+                    .into());
+                }
+                if stopped_in_wandb {
+                    return Err(Stopped { step, kept }.into());
+                }
             }
         }
         Ok(totals)
     }
+}
+
+/// When and where checkpoints are written.
+struct CheckpointClock<'a> {
+    checkpoints: &'a Checkpoints,
+    /// The last checkpoint, or the start.
+    last: Instant,
+    /// When this process started training: its part of the training time.
+    started: Instant,
+}
+
+impl CheckpointClock<'_> {
+    /// Whether the longest time between checkpoints has passed.
+    fn due(&self) -> bool {
+        (self.checkpoints.every).is_some_and(|every| self.last.elapsed() >= every)
+    }
+
+    /// Writes a checkpoint of `run` at global step `step`: within an epoch at a position, or
+    /// after the last epoch of its history.
+    fn save(
+        &mut self,
+        run: &Run,
+        config: &TrainConfig,
+        step: usize,
+        within: Option<(usize, Position)>,
+        sinks: &Sinks,
+    ) -> Result<PathBuf> {
+        let (epoch, within) = match within {
+            Some((epoch, position)) => (epoch, Some(position)),
+            None => (run.history.len(), None),
+        };
+        let state = CheckpointState {
+            epoch,
+            within,
+            config: config.clone(),
+            history: run.history.clone(),
+            seconds: run.seconds_before + self.started.elapsed().as_secs_f64(),
+            wandb: sinks.run_identity(),
+        };
+        let path = checkpoint::save(
+            &self.checkpoints.dir,
+            step,
+            &state,
+            &run.network,
+            &run.optimizer,
+        )?;
+        self.last = Instant::now();
+        Ok(path)
+    }
+}
+
+/// A seed for the dropout masks of global step `step`: a resumed run draws what the
+/// uninterrupted one would have, wherever it was stopped.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step as u64)
 }
 
 /// Splits off a seeded random `share` of `data` for validation.
