@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::device::backend::{self, BackendChoice};
+use crate::formats::classes::Classes;
 use crate::formats::config::TrainConfig;
 use crate::formats::dataset::{self, sample};
 use crate::formats::model_dir::ModelDir;
@@ -189,8 +190,8 @@ fn idx_files_raw_and_gzipped() {
         let files: Vec<String> = names.iter().map(|n| format!("{n}{suffix}")).collect();
         fuzz(name, 800, &originals, |dir, spoilt, spoilt_bytes| {
             write_spoilt(dir, &files, &originals, spoilt, spoilt_bytes);
-            let both = dataset::load(dir).is_ok();
-            dataset::load_test(dir).is_ok() && both
+            let both = dataset::load(dir, None).is_ok();
+            dataset::load_test(dir, &Classes::numbered(10)).is_ok() && both
         });
     }
 }
@@ -198,7 +199,7 @@ fn idx_files_raw_and_gzipped() {
 /// The first `rows` images of the sample's test split as CSV: labelled as `mnist parse`
 /// writes them, or unlabelled as `mnist infer` reads them.
 fn sample_csv(rows: usize, label: Option<LabelColumn>) -> Vec<u8> {
-    let test = dataset::bundled_sample().unwrap().test;
+    let test = dataset::bundled_sample(None).unwrap().test;
     let mut writer = pixels_csv::RowWriter::new(Vec::new());
     for i in 0..rows {
         writer
@@ -226,7 +227,7 @@ fn training_csv() {
     fuzz("csv", 1500, std::slice::from_ref(&csv), |dir, _, bytes| {
         std::fs::write(dir.join("train.csv"), bytes).unwrap();
         std::fs::write(dir.join("test.csv"), &csv).unwrap();
-        dataset::load(dir).is_ok()
+        dataset::load(dir, None).is_ok()
     });
 }
 
@@ -316,7 +317,7 @@ fn trained_model(dir: &Path) -> ModelDir {
         every: None,
     };
     let cpu = backend::select(BackendChoice::Cpu, None).unwrap();
-    let splits = dataset::bundled_sample().unwrap();
+    let splits = dataset::bundled_sample(None).unwrap();
     let model = train::train(
         &config,
         &splits,
@@ -358,6 +359,7 @@ fn model_directories_loaded_and_through_infer() {
             input: digits.clone(),
             output: dir.join("out"),
             backend: BackendChoice::Cpu,
+            class_names: false,
             wandb_key_file: None,
         };
         stage(&args.output, || infer::run(&args))
@@ -453,6 +455,7 @@ fn stages_refusing_input_leave_no_output() {
             input,
             output: dir.join("out"),
             backend: BackendChoice::Cpu,
+            class_names: false,
             wandb_key_file: None,
         };
         stage(&args.output, || infer::run(&args))

@@ -205,12 +205,65 @@ fn csv_with_a_pixel_out_of_range() {
     );
 }
 
+/// Ten names, `data/classes.txt`, and a label beyond them; names that are no names.
 #[test]
-fn csv_with_a_label_out_of_range() {
+fn class_names_that_do_not_fit_the_labels_or_are_not_names() {
+    let ten: String = (0..10).map(|i| format!("class {i}\n")).collect();
     let data = csv_data(&(row("1", 784, None) + &row("10", 784, None)));
+    let names = data.path().join("classes.txt");
+    fs::write(&names, &ten).unwrap();
+    let (err, left) = train_fails(data.path());
+    let train = data.path().join("train.csv");
+    assert!(
+        err.contains(&format!(
+            "{}: line 2: label 10 is beyond the 10 classes named in {}",
+            train.display(),
+            names.display()
+        )),
+        "{err}"
+    );
+    assert!(left.is_empty(), "{left:?}");
+    for (text, problem) in [
+        ("a\nb\na\n", "classes 0 and 2 are both named \"a\""),
+        ("a\n\nb\n", "class 1 has an empty name"),
+        ("", "no class names"),
+    ] {
+        fs::write(&names, text).unwrap();
+        let (err, _) = train_fails(data.path());
+        assert!(
+            err.contains(&format!("{}: {problem}", names.display())),
+            "{err}"
+        );
+    }
+    let many: String = (0..1001).map(|i| format!("c{i}\n")).collect();
+    fs::write(&names, many).unwrap();
     let (err, _) = train_fails(data.path());
     assert!(
-        err.contains("train.csv:2: label 10 out of range 0..9"),
+        err.contains(&format!("{}: 1001 classes; at most 1000", names.display())),
+        "{err}"
+    );
+
+    // The config names nine classes, the file ten.
+    fs::write(&names, &ten).unwrap();
+    let nine = smoke_with(
+        "[optimizer]",
+        "[data]\nclasses = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\", \"g\", \"h\", \"i\"]\n\n[optimizer]",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let err = fails(
+        mnist()
+            .args(["train", "--config"])
+            .arg(nine.path())
+            .arg("--data")
+            .arg(data.path())
+            .arg("--output")
+            .arg(out.path().join("model")),
+    );
+    assert!(
+        err.contains(&format!(
+            "{} names 10 classes, but data.classes names 9",
+            names.display()
+        )),
         "{err}"
     );
 }

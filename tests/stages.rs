@@ -142,8 +142,9 @@ fn infer_stats_and_image_on_the_sample() {
     );
 
     // The heatmap: shaded by each true class's share, so the well-learnt diagonal is dark.
+    // 64-pixel cells for ten classes; the width follows the widest row label ("0".."9").
     let (size, pixels) = png_pixels(&stats_dir.join("confusion.png"));
-    assert_eq!(size, (720, 680));
+    assert_eq!(size, (733, 778));
     let dark_blue = pixels
         .iter()
         .filter(|&&[r, g, b]| r < 60 && g < 90 && b > 100)
@@ -183,20 +184,6 @@ fn infer_stats_and_image_on_the_sample() {
     let (frames, width, _) = gif_frames(&gifs.join("batch.gif"));
     assert_eq!(frames, 1);
     assert_eq!(width, 8 * (140 + 5) + 5);
-}
-
-/// Width and height of a PNG, and its RGB pixels.
-fn png_pixels(path: &Path) -> ((u32, u32), Vec<[u8; 3]>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    let pixels = buf[..info.buffer_size()]
-        .chunks_exact(3)
-        .map(|p| [p[0], p[1], p[2]])
-        .collect();
-    ((info.width, info.height), pixels)
 }
 
 /// Frame count, width and height of a GIF.

@@ -710,7 +710,7 @@ run.log_artifact(model, aliases=["latest", "best"])
 image = np.zeros((28, 28), dtype=np.uint8)
 image[5:20, 10:12] = 255
 mistakes = wandb.Table(columns=["image", "true", "predicted", "confidence", "index"],
-                       data=[[wandb.Image(image), 1, 7, 0.93, 12]])
+                       data=[[wandb.Image(image, caption="1 taken for 7"), 1, 7, 0.93, 12]])
 chart = wandb.plot.confusion_matrix(y_true=[0, 1, 1], preds=[0, 1, 0], class_names=["0", "1"])
 run.log({"eval/mistakes": mistakes, "confusion_matrix": chart})
 run.finish()

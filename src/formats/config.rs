@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use model::Architecture;
 
+use crate::formats::classes::Names;
 use crate::wandb::WandbConfig;
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +22,26 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     #[serde(default)]
     pub wandb: WandbConfig,
+    #[serde(default, skip_serializing_if = "DataConfig::is_empty")]
+    pub data: DataConfig,
     /// Set in the configs `mnist sweep` writes: which sweep and trial this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepTrial>,
+}
+
+/// `[data]`: what the data's labels stand for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The classes' names, in label order; else a `classes.txt` beside the data names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+}
+
+impl DataConfig {
+    fn is_empty(&self) -> bool {
+        self.classes.is_none()
+    }
 }
 
 /// A trial of a sweep: the sweep, the trial's name, and the parameters it set.
@@ -257,7 +275,17 @@ impl TrainConfig {
     }
 
     /// Checks the values that parse but cannot train; each error names its key.
+    /// The class names `data.classes` gives, checked.
+    pub fn class_names(&self) -> Result<Option<Names>> {
+        self.data
+            .classes
+            .clone()
+            .map(|names| Names::new(names, "data.classes"))
+            .transpose()
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.class_names()?;
         let t = &self.training;
         if !(1..=MAX_EPOCHS).contains(&t.epochs) {
             bail!("training.epochs: {} is not in 1..={MAX_EPOCHS}", t.epochs);

@@ -1,11 +1,10 @@
-//! The data every stage passes around: images, their labels, a dataset's splits and the
-//! class count. A leaf: the readers of each format (`idx`, `pixels_csv`, `png_digit`) and the
-//! loaders in `dataset` build on it.
+//! The data every stage passes around: images, their labels, a dataset's splits and its
+//! classes. The readers of each format (`idx`, `pixels_csv`,
+//! `png_digit`) and the loaders in `dataset` build on it.
 
 use model::InputShape;
 
-/// MNIST-style datasets have ten classes, labelled 0..9.
-pub const CLASSES: usize = 10;
+use super::classes::{Classes, Label};
 
 /// Images of one shape, pixels 0..255 row-major, image after image.
 #[derive(Debug, Clone)]
@@ -41,7 +40,7 @@ impl Images {
 #[derive(Debug, Clone)]
 pub struct Labelled {
     pub images: Images,
-    pub labels: Vec<u8>,
+    pub labels: Vec<Label>,
 }
 
 impl Labelled {
@@ -70,13 +69,14 @@ impl Labelled {
     }
 }
 
-/// A dataset's training and test parts.
+/// A dataset's training and test parts, and its classes.
 #[derive(Debug, Clone)]
 pub struct Splits {
     /// Where the data came from, for logs and provenance.
     pub source: String,
     pub train: Labelled,
     pub test: Labelled,
+    pub classes: Classes,
 }
 
 impl Splits {

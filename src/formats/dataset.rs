@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::formats::classes::{self, Classes, Names, Place};
 use crate::formats::data::{Labelled, Splits};
 use crate::formats::idx::{self, IdxReader, IdxSet};
 use crate::formats::pixels_csv::{self, LabelColumn};
@@ -47,63 +48,79 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Loads `dir`: `train.csv` and `test.csv` if both are there, else the four IDX files found
-/// anywhere under it.
-pub fn load(dir: &Path) -> Result<Splits> {
+/// anywhere under it. The classes are named by `names` (the config's), else by a
+/// `classes.txt` beside the data, else numbered up to the largest label.
+pub fn load(dir: &Path, names: Option<Names>) -> Result<Splits> {
     if !dir.is_dir() {
         anyhow::bail!("{}: not a directory", dir.display());
     }
     let (train_csv, test_csv) = (dir.join("train.csv"), dir.join("test.csv"));
-    let splits = if train_csv.is_file() && test_csv.is_file() {
+    let (train, test, files, place) = if train_csv.is_file() && test_csv.is_file() {
         let started = Instant::now();
-        let splits = Splits {
-            source: dir.display().to_string(),
-            train: pixels_csv::read_labelled(&train_csv, LabelColumn::First)?,
-            test: pixels_csv::read_labelled(&test_csv, LabelColumn::First)?,
-        };
+        let train = pixels_csv::read_labelled(&train_csv, LabelColumn::First)?;
+        let test = pixels_csv::read_labelled(&test_csv, LabelColumn::First)?;
         let seconds = started.elapsed().as_secs_f64();
         let megabytes = (file_len(&train_csv) + file_len(&test_csv)) as f64 / 1e6;
         eprintln!(
             "loaded {} images from {}: {megabytes:.1} MB of CSV in {seconds:.2}s, {:.0} MB/s",
-            splits.train.len() + splits.test.len(),
-            splits.source,
+            train.len() + test.len(),
+            dir.display(),
             megabytes / seconds.max(1e-9)
         );
-        splits
+        (train, test, [train_csv, test_csv], Place::Line)
     } else {
         let files = IdxSet::find(dir)?;
-        Splits {
-            source: dir.display().to_string(),
-            train: idx::read_labelled(
-                IdxReader::images(&files.train_images)?,
-                IdxReader::labels(&files.train_labels)?,
-            )?,
-            test: idx::read_labelled(
-                IdxReader::images(&files.test_images)?,
-                IdxReader::labels(&files.test_labels)?,
-            )?,
-        }
+        let train = idx::read_files(&files.train_images, &files.train_labels)?;
+        let test = idx::read_files(&files.test_images, &files.test_labels)?;
+        (
+            train,
+            test,
+            [files.train_labels, files.test_labels],
+            Place::Record,
+        )
+    };
+    // classes.txt beside the data: in `dir`, or beside the IDX files found under it.
+    let beside = match Names::beside(dir)? {
+        Some(found) => Some(found),
+        None => Names::beside(&classes::dir_of(&files[0]))?,
+    };
+    let names = classes::chosen(names, beside)?;
+    let classes = classes::of_labels(
+        &[
+            (&train.labels, &files[0], place),
+            (&test.labels, &files[1], place),
+        ],
+        names,
+    )?;
+    let splits = Splits {
+        source: dir.display().to_string(),
+        train,
+        test,
+        classes,
     };
     splits.check_shapes()?;
     Ok(splits)
 }
 
 /// Only the test part of `dir`: `test.csv`, else the `t10k` IDX files (for `mnist stats`,
-/// which needs no training data).
-pub fn load_test(dir: &Path) -> Result<Labelled> {
+/// which needs no training data); every label one of `classes`.
+pub fn load_test(dir: &Path, classes: &Classes) -> Result<Labelled> {
     anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
     let test_csv = dir.join("test.csv");
-    if test_csv.is_file() {
-        return Ok(pixels_csv::read_labelled(&test_csv, LabelColumn::First)?);
-    }
-    let files = IdxSet::find(dir)?;
-    Ok(idx::read_labelled(
-        IdxReader::images(&files.test_images)?,
-        IdxReader::labels(&files.test_labels)?,
-    )?)
+    let (test, path, place) = if test_csv.is_file() {
+        let test = pixels_csv::read_labelled(&test_csv, LabelColumn::First)?;
+        (test, test_csv, Place::Line)
+    } else {
+        let files = IdxSet::find(dir)?;
+        let test = idx::read_files(&files.test_images, &files.test_labels)?;
+        (test, files.test_labels, Place::Record)
+    };
+    classes::check_labels(&test.labels, &path, place, classes, "of the model")?;
+    Ok(test)
 }
 
-/// The sample built into the binary.
-pub fn bundled_sample() -> Result<Splits> {
+/// The sample built into the binary, its classes named by `names` if given.
+pub fn bundled_sample(names: Option<Names>) -> Result<Splits> {
     let open = |name: &str| PathBuf::from(sample::DIR).join(name);
     let pair = |images: (&str, &'static [u8]), labels: (&str, &'static [u8])| {
         idx::read_labelled(
@@ -111,18 +128,36 @@ pub fn bundled_sample() -> Result<Splits> {
             IdxReader::labels_from_bytes(&open(labels.0), labels.1)?,
         )
     };
+    let train = pair(
+        ("train-images-idx3-ubyte.gz", sample::TRAIN_IMAGES),
+        ("train-labels-idx1-ubyte.gz", sample::TRAIN_LABELS),
+    )
+    .context("reading the built-in sample")?;
+    let test = pair(
+        ("t10k-images-idx3-ubyte.gz", sample::TEST_IMAGES),
+        ("t10k-labels-idx1-ubyte.gz", sample::TEST_LABELS),
+    )
+    .context("reading the built-in sample")?;
+    let classes = classes::of_labels(
+        &[
+            (
+                &train.labels,
+                &open("train-labels-idx1-ubyte.gz"),
+                Place::Record,
+            ),
+            (
+                &test.labels,
+                &open("t10k-labels-idx1-ubyte.gz"),
+                Place::Record,
+            ),
+        ],
+        names,
+    )?;
     Ok(Splits {
         source: format!("{} (built in)", sample::DIR),
-        train: pair(
-            ("train-images-idx3-ubyte.gz", sample::TRAIN_IMAGES),
-            ("train-labels-idx1-ubyte.gz", sample::TRAIN_LABELS),
-        )
-        .context("reading the built-in sample")?,
-        test: pair(
-            ("t10k-images-idx3-ubyte.gz", sample::TEST_IMAGES),
-            ("t10k-labels-idx1-ubyte.gz", sample::TEST_LABELS),
-        )
-        .context("reading the built-in sample")?,
+        train,
+        test,
+        classes,
     })
 }
 

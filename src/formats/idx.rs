@@ -1,6 +1,7 @@
 //! The IDX format of MNIST-style datasets: a big-endian magic number (`0x00000803` for images,
-//! `0x00000801` for labels), the dimensions, then one unsigned byte per pixel or label. Files may
-//! be gzipped; that is told by their first bytes, never their name.
+//! `0x00000801` for labels), the dimensions, then one unsigned byte per pixel or label. Labels
+//! may also be big-endian shorts (`0x00000b01`) or ints (`0x00000c01`), for data sets of more
+//! than 256 classes. Files may be gzipped; that is told by their first bytes, never their name.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -10,10 +11,12 @@ use flate2::bufread::MultiGzDecoder;
 use model::InputShape;
 
 use crate::files::walk;
-use crate::formats::data::{CLASSES, Images, Labelled};
+use crate::formats::classes::Label;
+use crate::formats::data::{Images, Labelled};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
-const LABELS_MAGIC: u32 = 0x0000_0801;
+/// The magic numbers of label files, and the bytes of each label: unsigned bytes, shorts, ints.
+const LABEL_TYPES: [(u32, usize); 3] = [(0x0000_0801, 1), (0x0000_0b01, 2), (0x0000_0c01, 4)];
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 #[derive(Debug, thiserror::Error)]
@@ -26,14 +29,20 @@ pub enum IdxError {
         offset: u64,
         source: io::Error,
     },
-    #[error(
-        "{path}: wrong magic number 0x{found:08x} at byte 0, expected 0x{expected:08x} ({kind})"
-    )]
+    #[error("{path}: wrong magic number 0x{found:08x} at byte 0, expected {expected}")]
     Magic {
         path: PathBuf,
         found: u32,
-        expected: u32,
-        kind: &'static str,
+        expected: &'static str,
+    },
+    #[error(
+        "{path}: record {record}: label {label} is not a class number (0..={})",
+        Label::MAX
+    )]
+    Label {
+        path: PathBuf,
+        record: usize,
+        label: i64,
     },
     #[error("{path}: truncated at byte {offset}: {expected}")]
     Truncated {
@@ -51,13 +60,6 @@ pub enum IdxError {
         image_count: usize,
         labels: PathBuf,
         label_count: usize,
-    },
-    #[error("{path}: record {record}: label {label} out of range 0..{}", classes - 1)]
-    Label {
-        path: PathBuf,
-        record: usize,
-        label: u8,
-        classes: usize,
     },
     #[error("{dir}: no {name} file found (raw or gzipped IDX, searched recursively)")]
     Missing { dir: PathBuf, name: &'static str },
@@ -78,7 +80,7 @@ pub struct IdxReader {
     offset: u64,
     /// Number of records (images or labels).
     pub count: usize,
-    /// Bytes per record: rows x cols for images, 1 for labels.
+    /// Bytes per record: rows x cols for images; 1, 2 or 4 for labels.
     pub record_len: usize,
     /// Image shape; `None` for label files.
     pub shape: Option<InputShape>,
@@ -88,25 +90,25 @@ pub struct IdxReader {
 impl IdxReader {
     /// Opens an images file (`0x00000803`, n x rows x cols).
     pub fn images(path: &Path) -> Result<Self, IdxError> {
-        Self::open(path, IMAGES_MAGIC)
+        Self::open(path, Contents::Images)
     }
 
-    /// Opens a labels file (`0x00000801`, n).
+    /// Opens a labels file (`0x00000801`, `0x00000b01` or `0x00000c01`, n).
     pub fn labels(path: &Path) -> Result<Self, IdxError> {
-        Self::open(path, LABELS_MAGIC)
+        Self::open(path, Contents::Labels)
     }
 
     /// Opens an images file held in memory; `path` names it in errors.
     pub fn images_from_bytes(path: &Path, bytes: &'static [u8]) -> Result<Self, IdxError> {
-        Self::from_buffered(path, Box::new(bytes), IMAGES_MAGIC)
+        Self::from_buffered(path, Box::new(bytes), Contents::Images)
     }
 
     /// Opens a labels file held in memory; `path` names it in errors.
     pub fn labels_from_bytes(path: &Path, bytes: &'static [u8]) -> Result<Self, IdxError> {
-        Self::from_buffered(path, Box::new(bytes), LABELS_MAGIC)
+        Self::from_buffered(path, Box::new(bytes), Contents::Labels)
     }
 
-    fn open(path: &Path, expected: u32) -> Result<Self, IdxError> {
+    fn open(path: &Path, expected: Contents) -> Result<Self, IdxError> {
         let file = File::open(path).map_err(|source| IdxError::Io {
             path: path.to_owned(),
             source,
@@ -121,7 +123,7 @@ impl IdxReader {
     fn from_buffered(
         path: &Path,
         mut buffered: Box<dyn BufRead>,
-        expected: u32,
+        expected: Contents,
     ) -> Result<Self, IdxError> {
         let gzipped = buffered
             .fill_buf()
@@ -145,35 +147,47 @@ impl IdxReader {
             shape: None,
             records_read: 0,
         };
-        let kind = if expected == IMAGES_MAGIC {
-            "images"
-        } else {
-            "labels"
+        let kind = match expected {
+            Contents::Images => "images",
+            Contents::Labels => "labels",
         };
         let magic = idx.read_u32(&format!("the 4-byte magic number of an IDX {kind} file"))?;
-        if magic != expected {
-            return Err(IdxError::Magic {
-                path: path.to_owned(),
-                found: magic,
-                expected,
-                kind,
-            });
-        }
-        idx.count = idx.read_u32("the record count")? as usize;
-        if expected == IMAGES_MAGIC {
-            let height = idx.read_u32("the row count")? as usize;
-            let width = idx.read_u32("the column count")? as usize;
-            if height == 0 || width == 0 {
-                return Err(IdxError::Header {
-                    path: path.to_owned(),
-                    reason: format!("images of {height}x{width} pixels"),
-                });
+        let wrong_magic = |expected| IdxError::Magic {
+            path: path.to_owned(),
+            found: magic,
+            expected,
+        };
+        idx.count = match expected {
+            Contents::Images if magic != IMAGES_MAGIC => {
+                return Err(wrong_magic("0x00000803 (images)"));
             }
-            idx.shape = Some(InputShape { height, width });
-            idx.record_len = height * width;
-        } else {
-            idx.record_len = 1;
-        }
+            Contents::Labels => {
+                idx.record_len = LABEL_TYPES
+                    .iter()
+                    .find(|(label_magic, _)| *label_magic == magic)
+                    .map(|&(_, bytes)| bytes)
+                    .ok_or_else(|| {
+                        wrong_magic(
+                            "0x00000801 (labels; 0x00000b01 or 0x00000c01 for shorts or ints)",
+                        )
+                    })?;
+                idx.read_u32("the record count")? as usize
+            }
+            Contents::Images => {
+                let count = idx.read_u32("the record count")? as usize;
+                let height = idx.read_u32("the row count")? as usize;
+                let width = idx.read_u32("the column count")? as usize;
+                if height == 0 || width == 0 {
+                    return Err(IdxError::Header {
+                        path: path.to_owned(),
+                        reason: format!("images of {height}x{width} pixels"),
+                    });
+                }
+                idx.shape = Some(InputShape { height, width });
+                idx.record_len = height * width;
+                count
+            }
+        };
         Ok(idx)
     }
 
@@ -260,6 +274,27 @@ impl IdxReader {
         Ok(data)
     }
 
+    /// Reads every remaining label, then checks nothing follows.
+    pub fn read_labels(self) -> Result<Vec<Label>, IdxError> {
+        let (path, width, first) = (self.path.clone(), self.record_len, self.records_read);
+        let bytes = self.read_all()?;
+        bytes
+            .chunks_exact(width)
+            .enumerate()
+            .map(|(i, record)| decode_label(&path, first + i + 1, record))
+            .collect()
+    }
+
+    /// Reads the next label; `None` after the last one.
+    pub fn next_label(&mut self) -> Result<Option<Label>, IdxError> {
+        let mut record = [0; 4];
+        let width = self.record_len;
+        if !self.next_record(&mut record[..width])? {
+            return Ok(None);
+        }
+        decode_label(&self.path, self.records_read, &record[..width]).map(Some)
+    }
+
     /// Checks that the file ends right after the last record.
     pub fn finish(mut self) -> Result<(), IdxError> {
         let mut byte = [0; 1];
@@ -274,17 +309,31 @@ impl IdxReader {
     }
 }
 
-/// Checks that `label`, record `record` (1-based) of the labels file `path`, is a class.
-pub fn check_label(path: &Path, record: usize, label: u8) -> Result<(), IdxError> {
-    if usize::from(label) < CLASSES {
-        return Ok(());
-    }
-    Err(IdxError::Label {
+/// What an IDX file holds.
+#[derive(Debug, Clone, Copy)]
+enum Contents {
+    Images,
+    Labels,
+}
+
+/// Label `record` (from 1) of `path`: a big-endian unsigned byte, short or int.
+fn decode_label(path: &Path, record: usize, bytes: &[u8]) -> Result<Label, IdxError> {
+    let label = match *bytes {
+        [byte] => i64::from(byte),
+        [a, b] => i64::from(i16::from_be_bytes([a, b])),
+        [a, b, c, d] => i64::from(i32::from_be_bytes([a, b, c, d])),
+        _ => unreachable!("label records are 1, 2 or 4 bytes"),
+    };
+    Label::try_from(label).map_err(|_| IdxError::Label {
         path: path.to_owned(),
         record,
         label,
-        classes: CLASSES,
     })
+}
+
+/// Reads the images file `images` and the labels file `labels`.
+pub fn read_files(images: &Path, labels: &Path) -> Result<Labelled, IdxError> {
+    read_labelled(IdxReader::images(images)?, IdxReader::labels(labels)?)
 }
 
 /// Reads an images file and its labels file, checking they describe the same examples.
@@ -292,12 +341,8 @@ pub fn read_labelled(images: IdxReader, labels: IdxReader) -> Result<Labelled, I
     images.check_labels_match(&labels)?;
     let shape = images.shape.unwrap_or(InputShape::MNIST);
     let count = images.count;
-    let labels_path = labels.path().to_owned();
     let pixels = images.read_all()?;
-    let labels = labels.read_all()?;
-    for (record, &label) in labels.iter().enumerate() {
-        check_label(&labels_path, record + 1, label)?;
-    }
+    let labels = labels.read_labels()?;
     Ok(Labelled {
         images: Images {
             shape,
@@ -412,5 +457,31 @@ mod tests {
         let idx = IdxReader::images_from_bytes(Path::new("x"), bytes).unwrap();
         assert_eq!((idx.count, idx.record_len), (2, 6));
         assert_eq!(idx.read_all().unwrap(), (0..12).collect::<Vec<u8>>());
+    }
+
+    fn labels(bytes: Vec<u8>) -> Result<Vec<Label>, IdxError> {
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        IdxReader::labels_from_bytes(Path::new("labels"), bytes)?.read_labels()
+    }
+
+    #[test]
+    fn labels_are_bytes_shorts_or_ints() {
+        let bytes = labels(vec![0, 0, 8, 1, 0, 0, 0, 2, 7, 255]);
+        assert_eq!(bytes.unwrap(), [7, 255]);
+        let shorts = labels(vec![0, 0, 0x0b, 1, 0, 0, 0, 2, 0, 7, 3, 0xe7]);
+        assert_eq!(shorts.unwrap(), [7, 999]);
+        let ints = labels(vec![0, 0, 0x0c, 1, 0, 0, 0, 1, 0, 0, 1, 0]);
+        assert_eq!(ints.unwrap(), [256]);
+        let negative = labels(vec![0, 0, 0x0b, 1, 0, 0, 0, 2, 0, 1, 0xff, 0xfe]);
+        assert_eq!(
+            negative.unwrap_err().to_string(),
+            "labels: record 2: label -2 is not a class number (0..=65535)"
+        );
+        let floats = labels(vec![0, 0, 0x0d, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            floats.unwrap_err().to_string(),
+            "labels: wrong magic number 0x00000d01 at byte 0, expected 0x00000801 (labels; \
+             0x00000b01 or 0x00000c01 for shorts or ints)"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! directory. Uses `files`, `pachyderm`, `wandb` (the config's `[wandb]` settings) and `device`
 //! (the card records what trained the model).
 
+pub mod classes;
 pub mod config;
 pub mod curves;
 pub mod data;

@@ -9,6 +9,7 @@ use burn::prelude::Device;
 use model::{InputShape, Network};
 use serde::{Deserialize, Serialize};
 
+use super::classes::Classes;
 use super::curves::Curves;
 use crate::device::backend::BackendInfo;
 use crate::files::output;
@@ -30,6 +31,9 @@ pub struct ModelCard {
     pub parameters: usize,
     pub input: InputShape,
     pub classes: usize,
+    /// The classes' names, in label order, when the data named them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
     /// The full training config, architecture and preprocessing included.
     pub config: TrainConfig,
     pub dataset: DatasetInfo,
@@ -47,6 +51,16 @@ pub struct ModelCard {
     pub wandb_artifact: Option<ArtifactLink>,
     /// Version of the `mnist` tool that trained the model.
     pub crate_version: String,
+}
+
+impl ModelCard {
+    /// The classes the model tells apart.
+    pub fn classes(&self) -> Classes {
+        Classes {
+            count: self.classes,
+            names: self.class_names.clone(),
+        }
+    }
 }
 
 /// A W&B artifact version: the name the SDK and `mnist stats` use it by, and its page.
@@ -170,6 +184,15 @@ impl ModelDir {
         })?;
         let card: ModelCard = serde_json::from_str(&text)
             .map_err(|err| anyhow::anyhow!("{}: invalid model card: {err}", card_path.display()))?;
+        if let Some(names) = &card.class_names {
+            anyhow::ensure!(
+                names.len() == card.classes,
+                "{}: invalid model card: {} class names for {} classes",
+                card_path.display(),
+                names.len(),
+                card.classes
+            );
+        }
         card.config.model.check(card.input).map_err(|err| {
             anyhow::anyhow!(
                 "{}: invalid model card: config.{err} (input {}x{})",

@@ -1,13 +1,15 @@
 //! The CSV formats the stages exchange: one image per line, no header, pixels 0..255 in
 //! row-major order, and optionally a label, first (training data: `label,px1,...`) or last
-//! (inference output: `px1,...,label`).
+//! (inference output: `px1,...,label`, and with `mnist infer --class-names` the class's name
+//! after it, quoted).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use model::InputShape;
 
-use crate::formats::data::{CLASSES, Images, Labelled};
+use crate::formats::classes::Label;
+use crate::formats::data::{Images, Labelled};
 
 /// Where a row keeps its label, if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,47 @@ pub fn read_unlabelled(path: &Path, shape: InputShape) -> Result<Images, CsvErro
     Ok(images)
 }
 
+/// Reads an inference CSV, `px1,...,label` or `px1,...,label,name`: the images and labels, and
+/// each row's name when the rows have them.
+pub fn read_inference(path: &Path) -> Result<(Labelled, Option<Vec<String>>), CsvError> {
+    let bytes = read(path)?;
+    let named = bytes
+        .split(|&b| b == b'\n')
+        .find(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .is_some_and(|line| line.trim_ascii_end().ends_with(b"\""));
+    if !named {
+        let (images, labels) = parse(path, &bytes, LabelColumn::Last, None)?;
+        return Ok((Labelled { images, labels }, None));
+    }
+    // The numbers, each line's name cut off, for the parser; its line numbers stay the same.
+    let mut numbers = Vec::with_capacity(bytes.len());
+    let mut names = Vec::new();
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            let (rest, name) = split_name(line).ok_or_else(|| CsvError::Row {
+                path: path.to_owned(),
+                line: index + 1,
+                reason: "expected pixels, a label and a class name".into(),
+            })?;
+            numbers.extend_from_slice(rest);
+            names.push(name);
+        }
+        numbers.push(b'\n');
+    }
+    let (images, labels) = parse(path, &numbers, LabelColumn::Last, None)?;
+    Ok((Labelled { images, labels }, Some(names)))
+}
+
+/// A row's numbers and its last field, a quoted name, unquoted.
+fn split_name(line: &[u8]) -> Option<(&[u8], String)> {
+    let text = std::str::from_utf8(line).ok()?.trim_end();
+    // Numbers hold no quotes: the name starts at the first one.
+    let at = text.find(",\"")?;
+    let quoted = text[at + 1..].strip_prefix('"')?.strip_suffix('"')?;
+    Some((&text.as_bytes()[..at], quoted.replace("\"\"", "\"")))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, CsvError> {
     std::fs::read(path).map_err(|source| CsvError::Io {
         path: path.to_owned(),
@@ -60,7 +103,7 @@ fn parse(
     bytes: &[u8],
     label_column: LabelColumn,
     pixels: Option<usize>,
-) -> Result<(Images, Vec<u8>), CsvError> {
+) -> Result<(Images, Vec<Label>), CsvError> {
     let row_error = |line: usize, reason: String| CsvError::Row {
         path: path.to_owned(),
         line,
@@ -79,16 +122,23 @@ fn parse(
         }
         fields.clear();
         for (column, field) in line.split(|&b| b == b',').enumerate() {
-            fields.push(parse_byte(field).ok_or_else(|| {
+            let value = parse_number(field).ok_or_else(|| {
+                let last = line.split(|&b| b == b',').count() - 1;
+                let what = match label_column {
+                    LabelColumn::First if column == 0 => "a label, an integer",
+                    LabelColumn::Last if column == last => "a label, an integer",
+                    _ => "an integer 0..255",
+                };
                 row_error(
                     line_no,
                     format!(
-                        "field {}: expected an integer 0..255, found {:?}",
+                        "field {}: expected {what}, found {:?}",
                         column + 1,
                         String::from_utf8_lossy(field).trim()
                     ),
                 )
-            })?);
+            })?;
+            fields.push(value);
         }
         let expected = *expected_fields.get_or_insert(fields.len());
         if fields.len() != expected {
@@ -110,16 +160,22 @@ fn parse(
             LabelColumn::Last => (fields.last().copied(), &fields[..fields.len() - 1]),
             LabelColumn::None => (None, &fields[..]),
         };
-        if let Some(label) = label {
-            if usize::from(label) >= CLASSES {
+        let first_pixel = usize::from(label_column == LabelColumn::First);
+        for (column, &pixel) in row.iter().enumerate() {
+            let Ok(pixel) = u8::try_from(pixel) else {
                 return Err(row_error(
                     line_no,
-                    format!("label {label} out of range 0..{}", CLASSES - 1),
+                    format!(
+                        "field {}: expected an integer 0..255, found \"{pixel}\"",
+                        first_pixel + column + 1
+                    ),
                 ));
-            }
+            };
+            data.push(pixel);
+        }
+        if let Some(label) = label {
             labels.push(label);
         }
-        data.extend_from_slice(row);
     }
     let Some(fields) = expected_fields.filter(|_| !data.is_empty() || !labels.is_empty()) else {
         return Err(CsvError::Empty {
@@ -152,10 +208,10 @@ fn parse(
     Ok((images, labels))
 }
 
-/// Parses a decimal 0..=255, allowing surrounding spaces.
-fn parse_byte(field: &[u8]) -> Option<u8> {
+/// Parses a decimal 0..=65535 (a pixel or a label), allowing surrounding spaces.
+fn parse_number(field: &[u8]) -> Option<u16> {
     let field = field.trim_ascii();
-    if field.is_empty() || field.len() > 3 {
+    if field.is_empty() || field.len() > 5 {
         return None;
     }
     let mut value: u32 = 0;
@@ -165,7 +221,7 @@ fn parse_byte(field: &[u8]) -> Option<u8> {
         }
         value = value * 10 + u32::from(b - b'0');
     }
-    u8::try_from(value).ok()
+    u16::try_from(value).ok()
 }
 
 /// Writes rows through one reused line buffer.
@@ -184,13 +240,13 @@ impl<W: Write> RowWriter<W> {
 
     /// Writes one row: `label,pixels...` for [`LabelColumn::First`], `pixels...,label` for
     /// [`LabelColumn::Last`].
-    pub fn write(&mut self, pixels: &[u8], label: Option<(LabelColumn, u8)>) -> io::Result<()> {
+    pub fn write(&mut self, pixels: &[u8], label: Option<(LabelColumn, Label)>) -> io::Result<()> {
         self.line.clear();
         if let Some((LabelColumn::First, label)) = label {
             self.push(label);
         }
         for &pixel in pixels {
-            self.push(pixel);
+            self.push(pixel.into());
         }
         if let Some((LabelColumn::Last, label)) = label {
             self.push(label);
@@ -200,15 +256,34 @@ impl<W: Write> RowWriter<W> {
         self.out.write_all(&self.line[1..])
     }
 
-    fn push(&mut self, value: u8) {
+    /// Writes one inference row, `pixels...,label,"name"` (a quote in the name doubled).
+    pub fn write_named(&mut self, pixels: &[u8], label: Label, name: &str) -> io::Result<()> {
+        self.line.clear();
+        for &pixel in pixels {
+            self.push(pixel.into());
+        }
+        self.push(label);
+        self.line.extend_from_slice(b",\"");
+        self.line
+            .extend_from_slice(name.replace('"', "\"\"").as_bytes());
+        self.line.extend_from_slice(b"\"\n");
+        self.out.write_all(&self.line[1..])
+    }
+
+    /// Appends `,value` in decimal.
+    fn push(&mut self, mut value: u16) {
         self.line.push(b',');
-        if value >= 100 {
-            self.line.push(b'0' + value / 100);
+        let mut digits = [0; 5];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
         }
-        if value >= 10 {
-            self.line.push(b'0' + value / 10 % 10);
-        }
-        self.line.push(b'0' + value % 10);
+        self.line.extend_from_slice(&digits[at..]);
     }
 
     pub fn into_inner(self) -> W {

@@ -6,8 +6,9 @@ use burn::tensor::TensorData;
 use model::Network;
 use serde::Serialize;
 
+use crate::formats::classes::{Classes, Label};
 use crate::formats::config::{Loss, Preprocess};
-use crate::formats::data::{CLASSES, Images, Labelled};
+use crate::formats::data::{Images, Labelled};
 
 /// Images per forward pass when no gradients are kept.
 const EVAL_BATCH: usize = 1024;
@@ -22,7 +23,7 @@ fn images_tensor(images: &Images, preprocess: &Preprocess, device: &Device) -> T
 }
 
 /// The labels `[count]` as one tensor on `device`.
-fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+fn labels_tensor(labels: &[Label], device: &Device) -> Tensor<1, Int> {
     let labels: Vec<i32> = labels.iter().map(|&l| i32::from(l)).collect();
     let count = labels.len();
     Tensor::from_data(TensorData::new(labels, [count]), device)
@@ -43,7 +44,8 @@ pub fn loss(loss: Loss, outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1
         }
         // Half the summed squared error per example, as the older Go example's update rule.
         Loss::SquaredError => {
-            let one_hot: Tensor<2> = targets.one_hot::<2>(CLASSES).float();
+            let [_, classes] = outputs.dims();
+            let one_hot: Tensor<2> = targets.one_hot::<2>(classes).float();
             (outputs - one_hot).square().sum_dim(1).mean() * 0.5
         }
     }
@@ -62,7 +64,7 @@ pub fn correct(outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
 /// The predicted class of every image, and its softmax probability.
 #[derive(Debug, Clone)]
 pub struct Predicted {
-    pub classes: Vec<u8>,
+    pub classes: Vec<Label>,
     pub confidences: Vec<f32>,
 }
 
@@ -95,7 +97,9 @@ impl Predicted {
     fn add(&mut self, outputs: Tensor<2>) -> Result<()> {
         let probabilities = burn::tensor::activation::softmax(outputs.clone(), 1);
         let classes = outputs.argmax(1).try_into_data()?;
-        self.classes.extend(classes.iter::<i64>().map(|c| c as u8));
+        // An index into the outputs, of which there are at most `classes::MAX`.
+        self.classes
+            .extend(classes.iter::<i64>().map(|c| c as Label));
         let best = probabilities.max_dim(1).try_into_data()?;
         self.confidences.extend(best.iter::<f32>());
         Ok(())
@@ -169,12 +173,20 @@ pub struct ClassStats {
     /// `confusion[actual][predicted]`.
     pub confusion: Vec<Vec<usize>>,
     pub worst_class: usize,
+    /// Its name, when the classes have names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_class_name: Option<String>,
     pub worst_class_error: f64,
+    /// The classes' names, in label order, when they have names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ClassFigures {
     pub class: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub support: usize,
     pub precision: f64,
     pub recall: f64,
@@ -182,9 +194,18 @@ pub struct ClassFigures {
 }
 
 impl ClassStats {
-    /// The figures of `predictions` against `labels`, whose mean loss is `loss`.
-    pub fn of(data: String, labels: &[u8], predictions: &[u8], loss: f64) -> Self {
-        let mut confusion = vec![vec![0usize; CLASSES]; CLASSES];
+    /// The figures of `predictions` against `labels` among `classes`, whose mean loss is
+    /// `loss`.
+    pub fn of(
+        data: String,
+        classes: &Classes,
+        labels: &[Label],
+        predictions: &[Label],
+        loss: f64,
+    ) -> Self {
+        let count = classes.count;
+        let named = |class: usize| classes.names.as_ref().map(|_| classes.name(class));
+        let mut confusion = vec![vec![0usize; count]; count];
         for (&actual, &predicted) in labels.iter().zip(predictions) {
             confusion[usize::from(actual)][usize::from(predicted)] += 1;
         }
@@ -195,7 +216,7 @@ impl ClassStats {
                 num as f64 / den as f64
             }
         };
-        let per_class: Vec<ClassFigures> = (0..CLASSES)
+        let per_class: Vec<ClassFigures> = (0..count)
             .map(|class| {
                 let hits = confusion[class][class];
                 let support: usize = confusion[class].iter().sum();
@@ -209,6 +230,7 @@ impl ClassStats {
                 };
                 ClassFigures {
                     class,
+                    name: named(class),
                     support,
                     precision,
                     recall,
@@ -220,14 +242,17 @@ impl ClassStats {
             .iter()
             .filter(|c| c.support > 0)
             .min_by(|a, b| a.recall.total_cmp(&b.recall));
-        let correct: usize = (0..CLASSES).map(|c| confusion[c][c]).sum();
+        let correct: usize = (0..count).map(|c| confusion[c][c]).sum();
+        let worst_class = worst.map_or(0, |c| c.class);
         Self {
             data,
             examples: labels.len(),
             accuracy: ratio(correct, labels.len()),
             loss,
-            worst_class: worst.map_or(0, |c| c.class),
+            worst_class,
+            worst_class_name: named(worst_class),
             worst_class_error: worst.map_or(0.0, |c| 1.0 - c.recall),
+            class_names: classes.names.clone(),
             per_class,
             confusion,
         }

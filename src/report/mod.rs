@@ -8,4 +8,5 @@ pub mod leaderboard;
 pub mod metrics;
 pub mod model_runs;
 pub mod plots;
+pub mod text;
 pub mod wandb_sink;

@@ -49,7 +49,7 @@ pub struct RunPlace<'a> {
 /// one.
 pub fn log_evaluation(evaluated: &Evaluated, place: &RunPlace) -> Result<()> {
     let Evaluated { card, stats, .. } = *evaluated;
-    let classes: Vec<String> = (0..card.classes).map(|c| c.to_string()).collect();
+    let classes = card.classes().all_names();
     let title = format!("{}: {}", card.summary, stats.data);
     let (confusion, chart) = wandb::confusion_matrix(CONFUSION, &classes, &stats.confusion, &title);
     let config = Map::from_iter([
@@ -64,7 +64,7 @@ pub fn log_evaluation(evaluated: &Evaluated, place: &RunPlace) -> Result<()> {
     let Some(run) = start(card, ("eval", "stats"), config, place)? else {
         return Ok(());
     };
-    let row = Map::from_iter([
+    let mut row = Map::from_iter([
         ("eval/accuracy".to_string(), json!(stats.accuracy)),
         ("eval/loss".to_string(), json!(stats.loss)),
         ("eval/examples".to_string(), json!(stats.examples)),
@@ -74,6 +74,9 @@ pub fn log_evaluation(evaluated: &Evaluated, place: &RunPlace) -> Result<()> {
             json!(stats.worst_class_error),
         ),
     ]);
+    if let Some(name) = &stats.worst_class_name {
+        row.insert("eval/worst_class_name".to_string(), json!(name));
+    }
     let confusion_key = format!("{CONFUSION}_table");
     let tables = vec![
         (confusion_key.as_str(), confusion),
@@ -111,16 +114,19 @@ pub fn log_inference(inferred: &Inferred, place: &RunPlace) -> Result<()> {
             json!(mean_confidence),
         ),
     ]);
-    let mut classes = Table::new(&["class", "predictions"]);
+    let names = card.classes();
+    let mut classes = Table::new(&["class", "name", "predictions"]);
     for class in 0..card.classes {
         let n = predicted
             .classes
             .iter()
             .filter(|&&c| usize::from(c) == class)
             .count();
-        classes
-            .rows
-            .push(vec![Cell::Int(class as i64), Cell::Int(n as i64)]);
+        classes.rows.push(vec![
+            Cell::Int(class as i64),
+            Cell::Text(names.name(class)),
+            Cell::Int(n as i64),
+        ]);
     }
     let tables = vec![
         ("inference/classes", classes),
@@ -204,10 +210,11 @@ fn finish(mut run: WandbRun, row: Map<String, Value>, tables: Vec<(&str, Table)>
 }
 
 fn per_class(stats: &ClassStats) -> Table {
-    let mut table = Table::new(&["class", "precision", "recall", "f1", "support"]);
+    let mut table = Table::new(&["class", "name", "precision", "recall", "f1", "support"]);
     for c in &stats.per_class {
         table.rows.push(vec![
             Cell::Int(c.class as i64),
+            Cell::Text(c.name.clone().unwrap_or_else(|| c.class.to_string())),
             Cell::Number(c.precision),
             Cell::Number(c.recall),
             Cell::Number(c.f1),
@@ -220,8 +227,12 @@ fn per_class(stats: &ClassStats) -> Table {
 /// The wrong predictions made with the most confidence, most confident first.
 fn mistakes(evaluated: &Evaluated) -> Result<Table> {
     let Evaluated {
-        data, evaluation, ..
+        card,
+        data,
+        evaluation,
+        ..
     } = *evaluated;
+    let classes = card.classes();
     let mut wrong: Vec<usize> = (0..data.len())
         .filter(|&i| evaluation.predicted.classes[i] != data.labels[i])
         .collect();
@@ -230,10 +241,16 @@ fn mistakes(evaluated: &Evaluated) -> Result<Table> {
     });
     let mut table = Table::new(&["image", "true", "predicted", "confidence", "index"]);
     for &i in wrong.iter().take(SHOWN) {
+        let (actual, predicted) = (data.labels[i], evaluation.predicted.classes[i]);
+        let caption = format!(
+            "{} taken for {}",
+            classes.name(actual.into()),
+            classes.name(predicted.into())
+        );
         table.rows.push(vec![
-            Cell::Image(png(&data.images, i)?),
-            Cell::Int(i64::from(data.labels[i])),
-            Cell::Int(i64::from(evaluation.predicted.classes[i])),
+            Cell::Image(png(&data.images, i, caption)?),
+            Cell::Int(i64::from(actual)),
+            Cell::Int(i64::from(predicted)),
             Cell::Number(f64::from(evaluation.predicted.confidences[i])),
             Cell::Int(i as i64),
         ]);
@@ -244,18 +261,20 @@ fn mistakes(evaluated: &Evaluated) -> Result<Table> {
 /// The predictions made with the least confidence, least confident first.
 fn least_confident(inferred: &Inferred) -> Result<Table> {
     let Inferred {
+        card,
         images,
         predicted,
         files,
-        ..
     } = *inferred;
+    let classes = card.classes();
     let mut order: Vec<usize> = (0..predicted.classes.len()).collect();
     order.sort_by(|&a, &b| predicted.confidences[a].total_cmp(&predicted.confidences[b]));
     let mut table = Table::new(&["image", "predicted", "confidence", "file"]);
     for &i in order.iter().take(SHOWN) {
+        let class = predicted.classes[i];
         table.rows.push(vec![
-            Cell::Image(png(images, i)?),
-            Cell::Int(i64::from(predicted.classes[i])),
+            Cell::Image(png(images, i, classes.name(class.into()))?),
+            Cell::Int(i64::from(class)),
             Cell::Number(f64::from(predicted.confidences[i])),
             Cell::Text(files[i].clone()),
         ]);
@@ -263,11 +282,13 @@ fn least_confident(inferred: &Inferred) -> Result<Table> {
     Ok(table)
 }
 
-fn png(images: &Images, index: usize) -> Result<Png> {
+/// Image `index` of `images`, with `caption` under it.
+fn png(images: &Images, index: usize, caption: String) -> Result<Png> {
     let shape = images.shape;
     Ok(Png {
         bytes: png_digit::encode(images.image(index), shape)?,
         width: shape.width,
         height: shape.height,
+        caption: Some(caption),
     })
 }

@@ -11,57 +11,104 @@ use plotters::prelude::*;
 
 use crate::files::output;
 use crate::formats::curves::EpochMetrics;
+use crate::report::text;
 
-/// DejaVu Sans (assets/fonts, Bitstream Vera license): plotters draws text with the fonts it is
-/// given, and a machine may have none.
-const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+/// The built-in font's name for plotters, which draws text with the fonts it is given.
 const FAMILY: &str = "sans-serif";
 
 const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const VALIDATION_COLOR: RGBColor = RGBColor(255, 127, 14);
 /// The colour of a confusion cell holding its whole row: every example of the class.
 const FULL_CELL: RGBColor = RGBColor(8, 48, 107);
+/// The most pixels a side of the confusion matrix's cells take together.
+const MAX_PLOT: u32 = 2000;
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// `confusion[actual][predicted]` as a heatmap: each cell shaded by its share of the actual
-/// class, with its count; `title` above.
-pub fn confusion(confusion: &[Vec<usize>], title: &str, path: &Path) -> Result<()> {
-    let classes = confusion.len();
-    let png = render((720, 680), |root| {
+/// class, with its count where it fits; `title` above. Many classes make the cells smaller, down
+/// to a pixel, so that the picture stays at most [`MAX_PLOT`] pixels a side; then only every
+/// few classes are named.
+pub fn confusion(
+    confusion: &[Vec<usize>],
+    names: &[String],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    register_font()?;
+    let classes = confusion.len().max(1) as u32;
+    let mut cell = (640 / classes).clamp(20, 64);
+    if cell * classes > MAX_PLOT {
+        cell = (MAX_PLOT / classes).max(1);
+    }
+    let label_size = (cell / 2).clamp(11, 15);
+    let label_font = (FAMILY, label_size).into_font();
+    let px = label_size as f32;
+    let mut widest_name: f32 = 0.0;
+    for name in names {
+        widest_name = widest_name.max(text::width(name, px)?);
+    }
+    // Every `rows_every`-th row is named, so that the names stand a line apart; every
+    // `columns_every`-th column, so that a name has up to 60 pixels.
+    let rows_every = (label_size + 4).div_ceil(cell);
+    let columns_every = rows_every.max((widest_name.min(60.0).ceil() as u32 + 4).div_ceil(cell));
+    let fitted = |room: f32| -> Result<Vec<String>> {
+        names.iter().map(|name| text::fit(name, px, room)).collect()
+    };
+    let rows = fitted(160.0)?;
+    let columns = fitted((cell * columns_every) as f32 - 4.0)?;
+    let (rows_every, columns_every) = (rows_every as usize, columns_every as usize);
+    let mut widest: f32 = 0.0;
+    for label in rows.iter().step_by(rows_every) {
+        widest = widest.max(text::width(label, px)?);
+    }
+    let label_area = widest.ceil() as u32 + 24;
+    let plot = cell * classes;
+    let size = (plot + label_area + 60, plot + 138);
+    let n = classes as usize;
+    let png = render(size, |root| {
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FAMILY, 20))
             .margin(16)
             .x_label_area_size(48)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..classes as f64, classes as f64..0.0)?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
+            .y_label_area_size(label_area)
+            .build_cartesian_2d(0.0..n as f64, n as f64..0.0)?;
+        let mut mesh = chart.configure_mesh();
+        if rows_every > 1 {
+            // A tick for each of hundreds of classes would make the axes solid bars.
+            mesh.set_tick_mark_size(LabelAreaPosition::Left, 0)
+                .set_tick_mark_size(LabelAreaPosition::Bottom, 0);
+        }
+        mesh.disable_mesh()
             .x_desc("predicted")
             .y_desc("true")
-            .x_labels(classes * 2 + 1)
-            .y_labels(classes * 2 + 1)
-            .x_label_formatter(&|x| class_label(*x, classes))
-            .y_label_formatter(&|y| class_label(*y, classes))
-            .label_style((FAMILY, 15))
+            .x_labels(n * 2 + 1)
+            .y_labels(n * 2 + 1)
+            .x_label_formatter(&|at| class_label(*at, &columns, columns_every))
+            .y_label_formatter(&|at| class_label(*at, &rows, rows_every))
+            .label_style(label_font.clone())
             .axis_desc_style((FAMILY, 16))
             .draw()?;
-        for (actual, row) in confusion.iter().enumerate() {
+        let cells = confusion.iter().enumerate().flat_map(|(actual, row)| {
             let total = row.iter().sum::<usize>().max(1) as f64;
-            for (predicted, &count) in row.iter().enumerate() {
-                let share = count as f64 / total;
-                let (x, y) = (predicted as f64, actual as f64);
-                chart.draw_series([Rectangle::new(
-                    [(x, y), (x + 1.0, y + 1.0)],
-                    shade(share).filled(),
-                )])?;
-                let ink = if share > 0.5 { WHITE } else { BLACK };
-                let style = TextStyle::from((FAMILY, 14).into_font())
-                    .color(&ink)
+            row.iter()
+                .enumerate()
+                .map(move |(predicted, &count)| (actual, predicted, count, count as f64 / total))
+        });
+        chart.draw_series(cells.clone().map(|(actual, predicted, _, share)| {
+            let (x, y) = (predicted as f64, actual as f64);
+            Rectangle::new([(x, y), (x + 1.0, y + 1.0)], shade(share).filled())
+        }))?;
+        if cell >= 20 {
+            let count_size = f64::from(cell / 3).clamp(8.0, 14.0);
+            chart.draw_series(cells.map(|(actual, predicted, count, share)| {
+                let ink = if share > 0.5 { &WHITE } else { &BLACK };
+                let style = TextStyle::from((FAMILY, count_size).into_font())
+                    .color(ink)
                     .pos(text_center());
-                chart.draw_series([Text::new(count.to_string(), (x + 0.5, y + 0.5), style)])?;
-            }
+                let at = (predicted as f64 + 0.5, actual as f64 + 0.5);
+                Text::new(count.to_string(), at, style)
+            }))?;
         }
         Ok(())
     })?;
@@ -172,10 +219,13 @@ fn panel(
 }
 
 /// A class's label at the middle of its cell, nothing elsewhere.
-fn class_label(at: f64, classes: usize) -> String {
+fn class_label(at: f64, labels: &[String], every: usize) -> String {
     let cell = at - 0.5;
-    if cell.fract() == 0.0 && (0.0..classes as f64).contains(&cell) {
-        format!("{cell:.0}")
+    if cell.fract() == 0.0
+        && (0.0..labels.len() as f64).contains(&cell)
+        && (cell as usize).is_multiple_of(every)
+    {
+        labels[cell as usize].clone()
     } else {
         String::new()
     }
@@ -215,8 +265,9 @@ fn render(size: (u32, u32), draw: impl FnOnce(Area) -> DrawResult) -> Result<Vec
 
 fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FAMILY, FontStyle::Normal, text::FONT).is_ok()
+    });
     anyhow::ensure!(ok, "the built-in font cannot be read");
     Ok(())
 }

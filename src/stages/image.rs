@@ -1,5 +1,6 @@
 //! `mnist image`: inference CSVs to GIFs, each image scaled up with its predicted label drawn
-//! in a small bitmap font: one frame per row, or one contact sheet with `--grid`.
+//! over it (the class's name, when the CSV has the names `mnist infer --class-names` writes,
+//! else its number), cut to fit: one frame per row, or one contact sheet with `--grid`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +10,13 @@ use gif::{Encoder, Frame, Repeat};
 use crate::files::input_files;
 use crate::files::output::AtomicFile;
 use crate::formats::data::Labelled;
-use crate::formats::pixels_csv::{self, LabelColumn};
+use crate::formats::pixels_csv;
+use crate::report::text;
 
 #[derive(Debug, clap::Args)]
 pub struct ImageArgs {
-    /// An inference CSV (pixels, then the label), or a directory of them (at any depth).
+    /// An inference CSV (pixels, the label, and optionally the class name), or a directory of
+    /// them (at any depth).
     #[arg(long)]
     pub input: PathBuf,
     /// Directory to write one GIF per CSV to.
@@ -40,7 +43,7 @@ const BACKDROP: u8 = 255;
 pub fn run(args: &ImageArgs) -> Result<()> {
     let inputs = input_files::find(&args.input, &["csv"])?;
     for csv in &inputs {
-        let data = pixels_csv::read_labelled(csv, LabelColumn::Last)?;
+        let (data, names) = pixels_csv::read_inference(csv)?;
         if data.len() > args.limit {
             eprintln!(
                 "{}: rendering the first {} of {} images (--limit)",
@@ -51,7 +54,12 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         }
         let name = csv.file_stem().unwrap_or_default();
         let gif = args.output.join(name).with_extension("gif");
-        render(&data, args, &gif).with_context(|| format!("rendering {}", csv.display()))?;
+        let captions: Vec<String> = match names {
+            Some(names) => names,
+            None => data.labels.iter().map(u16::to_string).collect(),
+        };
+        render(&data, &captions, args, &gif)
+            .with_context(|| format!("rendering {}", csv.display()))?;
         eprintln!("wrote {}", gif.display());
     }
     Ok(())
@@ -81,8 +89,16 @@ impl Canvas {
         }
     }
 
-    /// Draws image `index` of `data` at (`x`, `y`), scaled, with its label in the corner.
-    fn draw(&mut self, data: &Labelled, index: usize, x: usize, y: usize, scale: usize) {
+    /// Draws image `index` of `data` at (`x`, `y`), scaled, with `caption` in a strip at its
+    /// top, cut to the image's width.
+    fn draw(
+        &mut self,
+        data: &Labelled,
+        index: usize,
+        caption: &str,
+        (x, y): (usize, usize),
+        scale: usize,
+    ) -> Result<()> {
         let shape = data.images.shape;
         for (i, &p) in data.images.image(index).iter().enumerate() {
             let gray = (u16::from(p) * 253 / 255) as u8;
@@ -94,21 +110,22 @@ impl Canvas {
                 gray,
             );
         }
-        let dot = (scale / 2).max(1);
-        let glyph = DIGITS[usize::from(data.labels[index]) % 10];
-        let (gx, gy) = (x + dot, y + dot);
-        self.fill(gx, gy, (GLYPH_W + 2) * dot, (GLYPH_H + 2) * dot, BACKDROP);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..GLYPH_W {
-                if bits >> (GLYPH_W - 1 - col) & 1 == 1 {
-                    self.fill(gx + (col + 1) * dot, gy + (row + 1) * dot, dot, dot, LABEL);
-                }
-            }
-        }
+        let px = (3 * scale).clamp(12, 32) as f32;
+        let pad = scale / 2;
+        // The strip spans the image less a margin each side, the text less a margin inside.
+        let room = (shape.width * scale).saturating_sub(4 * pad) as f32;
+        let caption = text::fit(caption, px, room)?;
+        let width = text::width(&caption, px)?.ceil() as usize;
+        let height = (px * 1.25).ceil() as usize;
+        self.fill(x + pad, y + pad, width + 2 * pad, height, BACKDROP);
+        let (left, top) = (x + 2 * pad, y + pad);
+        text::draw(&caption, px, |gx, gy| {
+            self.fill(left + gx as usize, top + gy as usize, 1, 1, LABEL);
+        })
     }
 }
 
-fn render(data: &Labelled, args: &ImageArgs, path: &Path) -> Result<()> {
+fn render(data: &Labelled, captions: &[String], args: &ImageArgs, path: &Path) -> Result<()> {
     let count = data.len().min(args.limit);
     let scale = usize::from(args.scale);
     let (cell_w, cell_h) = (
@@ -133,22 +150,25 @@ fn render(data: &Labelled, args: &ImageArgs, path: &Path) -> Result<()> {
     check_size(path, frame_count, width, height)?;
     let frames: Vec<Canvas> = if args.grid {
         let mut sheet = Canvas::new(width, height);
-        for i in 0..count {
-            let (x, y) = (
+        for (i, caption) in captions.iter().enumerate().take(count) {
+            let at = (
                 gap + (i % cols) * (cell_w + gap),
                 gap + (i / cols) * (cell_h + gap),
             );
-            sheet.draw(data, i, x, y, scale);
+            sheet.draw(data, i, caption, at, scale)?;
         }
         vec![sheet]
     } else {
-        (0..count)
-            .map(|i| {
+        captions
+            .iter()
+            .enumerate()
+            .take(count)
+            .map(|(i, caption)| {
                 let mut frame = Canvas::new(cell_w, cell_h);
-                frame.draw(data, i, 0, 0, scale);
-                frame
+                frame.draw(data, i, caption, (0, 0), scale)?;
+                Ok(frame)
             })
-            .collect()
+            .collect::<Result<_>>()?
     };
 
     let first = frames.first().context("no images")?;
@@ -194,20 +214,3 @@ fn check_size(path: &Path, frames: usize, width: usize, height: usize) -> Result
     }
     Ok(())
 }
-
-const GLYPH_W: usize = 5;
-const GLYPH_H: usize = 7;
-
-/// 5x7 digits, one byte per row, the low five bits left to right.
-const DIGITS: [[u8; GLYPH_H]; 10] = [
-    [0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e],
-    [0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e],
-    [0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f],
-    [0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e],
-    [0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02],
-    [0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e],
-    [0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e],
-    [0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-    [0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e],
-    [0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c],
-];

@@ -33,6 +33,9 @@ pub struct InferArgs {
     /// Where to compute: a GPU through wgpu when present (auto), wgpu, or the CPU.
     #[arg(long, value_enum, default_value = "auto", env = "MNIST_BACKEND")]
     pub backend: BackendChoice,
+    /// Add each prediction's class name (the model's, or its number) after the label, quoted.
+    #[arg(long)]
+    pub class_names: bool,
     /// File holding the W&B API key, for the inference run, when WANDB_API_KEY is not set
     /// [default: /secrets/wandb/key]. The model's `[wandb]` settings apply.
     #[arg(long, value_name = "FILE", env = "MNIST_WANDB_KEY_FILE")]
@@ -43,6 +46,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let backend = backend::select(args.backend, None)?;
     let model = ModelDir::new(&args.model).load(&backend.device)?;
     let shape = model.card.input;
+    let classes = model.card.classes();
     let inputs = input_files::find(&args.input, &["csv", "png"])?;
 
     // Read everything first: a bad input file fails the stage before any output is written.
@@ -93,7 +97,12 @@ pub fn run(args: &InferArgs) -> Result<()> {
     for (out, rows) in outputs {
         let mut writer = RowWriter::new(AtomicFile::create(&out)?);
         for (i, &label) in predicted.classes[first..first + rows].iter().enumerate() {
-            writer.write(images.image(first + i), Some((LabelColumn::Last, label)))?;
+            let image = images.image(first + i);
+            if args.class_names {
+                writer.write_named(image, label, &classes.name(label.into()))?;
+            } else {
+                writer.write(image, Some((LabelColumn::Last, label)))?;
+            }
         }
         writer.into_inner().commit()?;
         first += rows;

@@ -65,14 +65,16 @@ pub fn run(args: &StatsArgs) -> Result<()> {
     let model_dir = ModelDir::new(&args.model);
     let model = model_dir.load(&backend.device)?;
     let curves = model_dir.curves()?;
+    let classes = model.card.classes();
     let (evaluated, evaluation) = match &args.data {
         Some(dir) => {
-            let test = dataset::load_test(dir)?;
+            let test = dataset::load_test(dir, &classes)?;
             Interrupted::check(|| "nothing was written".into())?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
             let figures = ClassStats::of(
                 dir.display().to_string(),
+                &classes,
                 &test.labels,
                 &eval.predicted.classes,
                 eval.loss,
@@ -97,7 +99,12 @@ pub fn run(args: &StatsArgs) -> Result<()> {
             100.0 * eval.accuracy,
             eval.examples
         );
-        plots::confusion(&eval.confusion, &title, &args.output.join("confusion.png"))?;
+        plots::confusion(
+            &eval.confusion,
+            &classes.all_names(),
+            &title,
+            &args.output.join("confusion.png"),
+        )?;
     }
     plots::curves(
         &curves.epochs,
@@ -224,14 +231,23 @@ fn table(stats: &Stats) -> String {
             100.0 * e.accuracy,
             e.loss
         );
+        let name = |class: usize, named: &Option<String>| match named {
+            Some(name) => format!("{class} {name}"),
+            None => class.to_string(),
+        };
+        let width = (e.per_class.iter())
+            .map(|c| name(c.class, &c.name).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(5);
         out += &format!(
-            "{:>5} {:>8} {:>10} {:>8} {:>8}\n",
+            "{:<width$} {:>8} {:>10} {:>8} {:>8}\n",
             "class", "support", "precision", "recall", "f1"
         );
         for c in &e.per_class {
             out += &format!(
-                "{:>5} {:>8} {:>9.2}% {:>7.2}% {:>8.3}\n",
-                c.class,
+                "{:<width$} {:>8} {:>9.2}% {:>7.2}% {:>8.3}\n",
+                name(c.class, &c.name),
                 c.support,
                 100.0 * c.precision,
                 100.0 * c.recall,
@@ -240,7 +256,7 @@ fn table(stats: &Stats) -> String {
         }
         out += &format!(
             "\nworst class: {} ({:.2}% error)\n",
-            e.worst_class,
+            name(e.worst_class, &e.worst_class_name),
             100.0 * e.worst_class_error
         );
     }

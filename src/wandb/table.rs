@@ -24,6 +24,8 @@ pub struct Png {
     pub bytes: Vec<u8>,
     pub width: usize,
     pub height: usize,
+    /// Shown under the image, as the SDK's `wandb.Image(caption=...)`.
+    pub caption: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,10 +70,13 @@ impl Table {
                         artifact
                             .entries
                             .insert(path.clone(), Entry::bytes(png.bytes.clone()));
-                        let value = json!({
+                        let mut value = json!({
                             "_type": "image-file", "format": "png", "height": png.height,
                             "path": path, "sha256": sha, "width": png.width,
                         });
+                        if let Some(caption) = &png.caption {
+                            value["caption"] = json!(caption);
+                        }
                         // The run file's copy names the type only; the artifact has the image.
                         (value, json!("Image"))
                     }
@@ -157,9 +162,14 @@ static IMAGE_TYPE: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
     })
 });
 
+/// The most rows W&B keeps of a table logged in a run (the SDK's `Table.MAX_ARTIFACT_ROWS`).
+const MAX_TABLE_ROWS: usize = 200_000;
+
 /// The confusion matrix as `wandb.plot.confusion_matrix` logs it: a table of (actual,
 /// predicted, count) for every pair of classes, and the chart drawn from the table logged under
-/// `<key>_table`, to go in the config at `_wandb.visualize.<key>`.
+/// `<key>_table`, to go in the config at `_wandb.visualize.<key>`. Where every pair would be
+/// more rows than W&B keeps (over 447 classes), the pairs never predicted are left out, as the
+/// chart leaves them blank anyway; the SDK would cut the table short instead.
 pub fn confusion_matrix(
     key: &str,
     classes: &[String],
@@ -167,8 +177,12 @@ pub fn confusion_matrix(
     title: &str,
 ) -> (Table, Value) {
     let mut table = Table::new(&["Actual", "Predicted", "nPredictions"]);
+    let every_pair = classes.len().pow(2) <= MAX_TABLE_ROWS;
     for (actual, row) in classes.iter().zip(counts) {
         for (predicted, &count) in classes.iter().zip(row) {
+            if count == 0 && !every_pair {
+                continue;
+            }
             table.rows.push(vec![
                 Cell::Text(actual.clone()),
                 Cell::Text(predicted.clone()),
@@ -215,6 +229,7 @@ mod tests {
             bytes: vec![1, 2, 3],
             width: 28,
             height: 28,
+            caption: None,
         };
         table
             .rows
@@ -248,5 +263,20 @@ mod tests {
         assert_eq!(table.rows.len(), 4);
         let fields = &chart["panel_config"]["userQuery"]["queryFields"][0]["fields"];
         assert_eq!(fields[3]["args"][0]["value"], "cm_table");
+    }
+
+    #[test]
+    fn a_confusion_matrix_too_big_for_a_table_keeps_the_pairs_predicted() {
+        let square = |n: usize| -> Vec<Vec<usize>> {
+            (0..n)
+                .map(|i| (0..n).map(|j| usize::from(i == j || j == 0)).collect())
+                .collect()
+        };
+        let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("c{i}")).collect() };
+        let (small, _) = confusion_matrix("cm", &names(447), &square(447), "t");
+        assert_eq!(small.rows.len(), 447 * 447);
+        let (large, _) = confusion_matrix("cm", &names(448), &square(448), "t");
+        // The diagonal and the first column, the first cell counted once.
+        assert_eq!(large.rows.len(), 448 + 447);
     }
 }

@@ -177,3 +177,17 @@ pub fn wandb_sync(run_dirs: &[&Path], url: &str, home: &Path, key: &str) {
 }
 
 pub mod fake_wandb;
+
+/// Width and height of an RGB PNG, and its pixels.
+pub fn png_pixels(path: &Path) -> ((u32, u32), Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let pixels = buf[..info.buffer_size()]
+        .chunks_exact(3)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    ((info.width, info.height), pixels)
+}

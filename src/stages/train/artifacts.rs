@@ -99,6 +99,7 @@ pub fn model(
         "parameters": card.parameters,
         "input": card.input,
         "classes": card.classes,
+        "class_names": card.class_names,
         "epochs": card.training.epochs,
         BEST_BY: best_validation,
         "test_accuracy": card.metrics.test_accuracy,

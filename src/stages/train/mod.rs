@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::device::backend::{self, BackendChoice, Workload};
 use crate::formats::config::TrainConfig;
-use crate::formats::data::{CLASSES, Splits};
+use crate::formats::data::Splits;
 use crate::formats::dataset;
 use crate::formats::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
@@ -81,7 +81,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 
     let input = splits.train.images.shape;
     let workload = Workload {
-        multiply_adds: config.model.multiply_adds(input, CLASSES),
+        multiply_adds: config.model.multiply_adds(input, splits.classes.count),
         batch_size: config.training.batch_size,
     };
     let backend = backend::select(args.backend, Some(workload))?;
@@ -149,7 +149,8 @@ fn resume_from(
     let device = backend.device.clone().autodiff();
     let optimizer = optimizer::build(&config.optimizer);
     let input = splits.train.images.shape;
-    let found = checkpoint::latest(&checkpoints.dir, input, CLASSES, &optimizer, &device);
+    let classes = splits.classes.count;
+    let found = checkpoint::latest(&checkpoints.dir, input, classes, &optimizer, &device);
     if found.is_none() {
         eprintln!(
             "no checkpoint in {}: starting afresh",
@@ -266,8 +267,8 @@ fn fill_in(dir: &Path, provenance: Option<&Provenance>) -> Result<PathBuf> {
 /// The data to train on (`dir`, or the built-in sample), checked to fit the config's model.
 fn load_data(dir: Option<&Path>, config: &TrainConfig, config_path: &Path) -> Result<Splits> {
     let splits = match dir {
-        Some(dir) => dataset::load(dir)?,
-        None => dataset::bundled_sample()?,
+        Some(dir) => dataset::load(dir, config.class_names()?)?,
+        None => dataset::bundled_sample(config.class_names()?)?,
     };
     let input = splits.train.images.shape;
     config.model.check(input).with_context(|| {

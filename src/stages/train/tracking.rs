@@ -165,6 +165,8 @@ fn run_config(
             "source": splits.source,
             "train": splits.train.len(),
             "test": splits.test.len(),
+            "classes": splits.classes.count,
+            "class_names": splits.classes.names,
         }),
     );
     if let Some(provenance) = provenance {

@@ -17,7 +17,7 @@ use super::optimizer;
 use crate::device::backend::Selected;
 use crate::formats::config::TrainConfig;
 use crate::formats::curves::{Curves, EpochMetrics};
-use crate::formats::data::{CLASSES, Labelled, Splits};
+use crate::formats::data::{Labelled, Splits};
 use crate::formats::model_dir::{DatasetInfo, ModelCard, TestMetrics, TrainingInfo};
 use crate::report::console::Console;
 use crate::report::evaluate::{self, DeviceData};
@@ -77,6 +77,7 @@ pub fn train(
 ) -> Result<Trained> {
     let t = &config.training;
     let input = splits.train.images.shape;
+    let classes = &splits.classes;
     let (train, validation) = hold_out(&splits.train, t.validation_split, t.seed);
     anyhow::ensure!(!train.is_empty(), "{}: no training data", splits.source);
 
@@ -85,7 +86,7 @@ pub fn train(
     let mut run = match resumed {
         Some(checkpoint) => Run::resume(config, checkpoint, backend.chosen)?,
         None => Run {
-            network: config.model.init(input, CLASSES, &device),
+            network: config.model.init(input, classes.count, &device),
             optimizer: optimizer::build(&config.optimizer),
             history: Vec::new(),
             seconds_before: 0.0,
@@ -95,10 +96,11 @@ pub fn train(
         },
     };
     eprintln!(
-        "training {} ({} parameters) on {} images from {} ({} held out for validation, {} test), seed {}",
-        config.model.describe(input, CLASSES),
+        "training {} ({} parameters) on {} images of {} classes from {} ({} held out for validation, {} test), seed {}",
+        config.model.describe(input, classes.count),
         run.network.num_params(),
         train.len(),
+        classes.count,
         splits.source,
         validation.len(),
         splits.test.len(),
@@ -145,10 +147,11 @@ pub fn train(
     let seconds = run.seconds_before + clock.started.elapsed().as_secs_f64();
     let epochs = run.history.len();
     let card = ModelCard {
-        summary: config.model.describe(input, CLASSES),
+        summary: config.model.describe(input, classes.count),
         parameters: network.num_params(),
         input,
-        classes: CLASSES,
+        classes: classes.count,
+        class_names: classes.names.clone(),
         config: config.clone(),
         dataset: DatasetInfo {
             source: splits.source.clone(),

@@ -1,0 +1,260 @@
+//! A data set's classes: how many (from its labels, or from the names given for them) and,
+//! where a `classes.txt` beside the data or the config's `[data] classes` names them, their
+//! names, which travel in the model card to every table, chart and picture.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// The file beside a data set's files that names its classes, one per line, in label order.
+pub const FILE: &str = "classes.txt";
+/// The most classes a data set may have.
+pub const MAX: usize = 1000;
+
+/// A class number, 0..[`MAX`]: wider than a byte, as IDX label files may hold bytes, shorts or
+/// ints.
+pub type Label = u16;
+
+/// Class names and where they came from (a file, a config key), for errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Names {
+    pub names: Vec<String>,
+    pub source: String,
+}
+
+impl Names {
+    /// Checks names from `source`: none empty, none twice, at most [`MAX`].
+    pub fn new(names: Vec<String>, source: impl Into<String>) -> Result<Self> {
+        let source = source.into();
+        if names.is_empty() {
+            bail!("{source}: no class names");
+        }
+        if names.len() > MAX {
+            bail!("{source}: {} classes; at most {MAX}", names.len());
+        }
+        for (i, name) in names.iter().enumerate() {
+            if name.trim().is_empty() {
+                bail!("{source}: class {i} has an empty name");
+            }
+            if name.contains(['\n', '\r']) {
+                bail!("{source}: class {i}'s name {name:?} spans lines");
+            }
+            if let Some(first) = names[..i].iter().position(|other| other == name) {
+                bail!("{source}: classes {first} and {i} are both named {name:?}");
+            }
+        }
+        Ok(Self { names, source })
+    }
+
+    /// The names in `dir/classes.txt`, if there is one.
+    pub fn beside(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text =
+            std::fs::read(&path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let text = String::from_utf8(text)
+            .map_err(|err| anyhow::anyhow!("{}: not UTF-8 text: {err}", path.display()))?;
+        let names = text
+            .lines()
+            .map(|line| line.trim_end_matches('\r').to_owned())
+            .collect();
+        Self::new(names, path.display().to_string()).map(Some)
+    }
+}
+
+/// The classes of a data set or a model: their number, and their names if they have them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classes {
+    pub count: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+}
+
+impl Classes {
+    /// Classes numbered 0..`count`, without names.
+    pub fn numbered(count: usize) -> Self {
+        Self { count, names: None }
+    }
+
+    /// The name of class `class`: its name, or its number.
+    pub fn name(&self, class: usize) -> String {
+        self.names
+            .as_ref()
+            .and_then(|names| names.get(class).cloned())
+            .unwrap_or_else(|| class.to_string())
+    }
+
+    /// Every class's name (or number), in label order.
+    pub fn all_names(&self) -> Vec<String> {
+        (0..self.count).map(|class| self.name(class)).collect()
+    }
+}
+
+/// The classes of labelled data: as many as `names` give (checked against every label), else
+/// one more than the largest label (at most [`MAX`]). `labels` are each split's labels and the
+/// file they came from, with whether its records are CSV lines (else IDX records), for errors.
+pub fn of_labels(labels: &[(&[Label], &Path, Place)], names: Option<Names>) -> Result<Classes> {
+    let (classes, whose) = match names {
+        Some(names) => (
+            Classes {
+                count: names.names.len(),
+                names: Some(names.names),
+            },
+            format!("named in {}", names.source),
+        ),
+        None => {
+            let largest = labels
+                .iter()
+                .filter_map(|(labels, ..)| labels.iter().max())
+                .max()
+                .map_or(0, |&label| usize::from(label) + 1);
+            if largest == 0 {
+                bail!("no labelled examples");
+            }
+            (
+                Classes::numbered(largest.min(MAX)),
+                "a data set may have".to_owned(),
+            )
+        }
+    };
+    for (labels, path, place) in labels {
+        check_labels(labels, path, *place, &classes, &whose)?;
+    }
+    Ok(classes)
+}
+
+/// Checks that every label of `labels`, read from `path`, is one of `classes` (`whose`: the
+/// model's, those named in a file), naming the first that is not.
+pub fn check_labels(
+    labels: &[Label],
+    path: &Path,
+    place: Place,
+    classes: &Classes,
+    whose: &str,
+) -> Result<()> {
+    match labels.iter().position(|&l| usize::from(l) >= classes.count) {
+        Some(index) => Err(beyond(
+            labels[index],
+            path,
+            place,
+            index,
+            classes.count,
+            whose,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The error for `label`, example `index` of `path`, beyond the `count` classes `whose`.
+pub fn beyond(
+    label: Label,
+    path: &Path,
+    place: Place,
+    index: usize,
+    count: usize,
+    whose: &str,
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: {} {}: label {label} is beyond the {count} classes {whose}",
+        path.display(),
+        place.word(),
+        place.number(index),
+    )
+}
+
+/// How a file counts its examples, for errors: CSV lines or IDX records, from 1.
+#[derive(Debug, Clone, Copy)]
+pub enum Place {
+    Line,
+    Record,
+}
+
+impl Place {
+    fn word(self) -> &'static str {
+        match self {
+            Self::Line => "line",
+            Self::Record => "record",
+        }
+    }
+
+    fn number(self, index: usize) -> usize {
+        index + 1
+    }
+}
+
+/// The names of `config_names` (the config's `[data] classes`) and of `file_names` (a
+/// `classes.txt`), which must agree in number; the config's win.
+pub fn chosen(config_names: Option<Names>, file_names: Option<Names>) -> Result<Option<Names>> {
+    match (config_names, file_names) {
+        (Some(config), Some(file)) if config.names.len() != file.names.len() => bail!(
+            "{} names {} classes, but {} names {}",
+            file.source,
+            file.names.len(),
+            config.source,
+            config.names.len()
+        ),
+        (Some(config), _) => Ok(Some(config)),
+        (None, file) => Ok(file),
+    }
+}
+
+/// A file beside `path`: where a data set's `classes.txt` is looked for.
+pub fn dir_of(path: &Path) -> PathBuf {
+    path.parent().map_or_else(PathBuf::new, Path::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Result<Names> {
+        Names::new(list.iter().map(|s| s.to_string()).collect(), "classes.txt")
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(names(&["a", "b"]).is_ok());
+        let err = |list: &[&str]| names(list).unwrap_err().to_string();
+        assert_eq!(err(&[]), "classes.txt: no class names");
+        assert_eq!(err(&["a", " "]), "classes.txt: class 1 has an empty name");
+        assert_eq!(
+            err(&["T-shirt", "Bag", "T-shirt"]),
+            "classes.txt: classes 0 and 2 are both named \"T-shirt\""
+        );
+        let many: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(err(&many), "classes.txt: 1001 classes; at most 1000");
+    }
+
+    #[test]
+    fn classes_come_from_the_labels_or_the_names() {
+        let path = Path::new("train.csv");
+        let numbered = of_labels(&[(&[0, 3, 1], path, Place::Line)], None).unwrap();
+        assert_eq!(numbered, Classes::numbered(4));
+        let named = of_labels(
+            &[(&[0, 1], path, Place::Line)],
+            Some(names(&["x", "y", "z"]).unwrap()),
+        );
+        assert_eq!(named.unwrap().all_names(), ["x", "y", "z"]);
+        let beyond = of_labels(
+            &[(&[0, 2], path, Place::Line)],
+            Some(names(&["x", "y"]).unwrap()),
+        );
+        assert_eq!(
+            beyond.unwrap_err().to_string(),
+            "train.csv: line 2: label 2 is beyond the 2 classes named in classes.txt"
+        );
+        let too_many = of_labels(&[(&[5, 1000, 3], path, Place::Line)], None);
+        assert_eq!(
+            too_many.unwrap_err().to_string(),
+            "train.csv: line 2: label 1000 is beyond the 1000 classes a data set may have"
+        );
+        assert_eq!(
+            of_labels(&[(&[999], path, Place::Line)], None).unwrap(),
+            Classes::numbered(1000)
+        );
+    }
+}
