@@ -490,6 +490,14 @@ fn fashion_names_reach_stats_the_confusion_picture_and_wandb() {
     let dataset = &config["dataset"]["value"];
     assert_eq!(dataset["classes"], 10);
     assert_eq!(dataset["class_names"][6], "Shirt");
+    drop(state);
+    let worst = server
+        .lines("wandb-history.jsonl")
+        .into_iter()
+        .find_map(|row| row.get("test/worst_class_name").cloned())
+        .expect("the test figures' worst class, by name");
+    assert!(names.contains(&format!("{worst}")), "{worst} among {names}");
+    let state = server.state();
     let table = state
         .puts
         .iter()

@@ -331,6 +331,9 @@ fn a_local_sweep_trains_every_trial_and_ranks_them() {
                 .join("model.json"),
         );
         assert_eq!(card["config"]["optimizer"]["lr"].as_f64().unwrap(), lr);
+        // The class each trial misses most, from its card.
+        assert_eq!(entry["worst_class"], card["metrics"]["worst_class"]);
+        assert!(entry["worst_class"]["error"].is_number(), "{entry}");
     }
     let best = entries[0]["name"].as_str().unwrap();
     assert_eq!(
@@ -340,6 +343,10 @@ fn a_local_sweep_trains_every_trial_and_ranks_them() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.starts_with("| rank | model | `optimizer.lr` | `training.batch_size` |"));
     assert_eq!(table.lines().count(), 6, "{table}");
+    assert!(
+        table.contains("| test loss | worst class | epochs |"),
+        "{table}"
+    );
     assert_eq!(
         fs::read_to_string(sweep.join("leaderboard.md")).unwrap(),
         table

@@ -47,22 +47,35 @@ impl Names {
         Ok(Self { names, source })
     }
 
-    /// The names in `dir/classes.txt`, if there is one.
-    pub fn beside(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(FILE);
-        if !path.is_file() {
-            return Ok(None);
-        }
+    /// The names of a data set in `dir`: from the `classes.txt` [`file_of`] finds, if any.
+    pub fn of_data(dir: &Path, data_file: &Path) -> Result<Option<Self>> {
+        file_of(dir, data_file)
+            .map(|path| Self::read(&path))
+            .transpose()
+    }
+
+    /// The names in the file `path`, one a line.
+    pub fn read(path: &Path) -> Result<Self> {
         let text =
-            std::fs::read(&path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+            std::fs::read(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         let text = String::from_utf8(text)
             .map_err(|err| anyhow::anyhow!("{}: not UTF-8 text: {err}", path.display()))?;
         let names = text
             .lines()
             .map(|line| line.trim_end_matches('\r').to_owned())
             .collect();
-        Self::new(names, path.display().to_string()).map(Some)
+        Self::new(names, path.display().to_string())
     }
+}
+
+/// The `classes.txt` of the data set in `dir`: in `dir` itself, else beside `data_file` (one of
+/// its files, found under `dir`).
+pub fn file_of(dir: &Path, data_file: &Path) -> Option<PathBuf> {
+    let beside = data_file.parent().unwrap_or(dir);
+    [dir, beside]
+        .into_iter()
+        .map(|dir| dir.join(FILE))
+        .find(|path| path.is_file())
 }
 
 /// The classes of a data set or a model: their number, and their names if they have them.
@@ -199,11 +212,6 @@ pub fn chosen(config_names: Option<Names>, file_names: Option<Names>) -> Result<
         (Some(config), _) => Ok(Some(config)),
         (None, file) => Ok(file),
     }
-}
-
-/// A file beside `path`: where a data set's `classes.txt` is looked for.
-pub fn dir_of(path: &Path) -> PathBuf {
-    path.parent().map_or_else(PathBuf::new, Path::to_owned)
 }
 
 #[cfg(test)]

@@ -32,19 +32,23 @@ pub(crate) mod sample {
     ];
 }
 
-/// The files [`load`] reads from `dir`.
+/// The files [`load`] reads from `dir`, the `classes.txt` naming the classes last if there is
+/// one.
 pub fn files(dir: &Path) -> Result<Vec<PathBuf>> {
     let (train_csv, test_csv) = (dir.join("train.csv"), dir.join("test.csv"));
-    if train_csv.is_file() && test_csv.is_file() {
-        return Ok(vec![train_csv, test_csv]);
-    }
-    let files = IdxSet::find(dir)?;
-    Ok(vec![
-        files.train_images,
-        files.train_labels,
-        files.test_images,
-        files.test_labels,
-    ])
+    let mut files = if train_csv.is_file() && test_csv.is_file() {
+        vec![train_csv, test_csv]
+    } else {
+        let files = IdxSet::find(dir)?;
+        vec![
+            files.train_images,
+            files.train_labels,
+            files.test_images,
+            files.test_labels,
+        ]
+    };
+    files.extend(classes::file_of(dir, &files[1]));
+    Ok(files)
 }
 
 /// Loads `dir`: `train.csv` and `test.csv` if both are there, else the four IDX files found
@@ -80,11 +84,7 @@ pub fn load(dir: &Path, names: Option<Names>) -> Result<Splits> {
         )
     };
     // classes.txt beside the data: in `dir`, or beside the IDX files found under it.
-    let beside = match Names::beside(dir)? {
-        Some(found) => Some(found),
-        None => Names::beside(&classes::dir_of(&files[0]))?,
-    };
-    let names = classes::chosen(names, beside)?;
+    let names = classes::chosen(names, Names::of_data(dir, &files[0])?)?;
     let classes = classes::of_labels(
         &[
             (&train.labels, &files[0], place),

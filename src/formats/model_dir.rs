@@ -94,6 +94,31 @@ pub struct TrainingInfo {
 pub struct TestMetrics {
     pub test_loss: f64,
     pub test_accuracy: f64,
+    /// The class most often missed on the test set; absent from cards written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_class: Option<WorstClass>,
+}
+
+/// The class with the lowest recall: its number, its name where the classes have names, and
+/// its error rate (1 - recall).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorstClass {
+    pub class: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub error: f64,
+}
+
+impl std::fmt::Display for WorstClass {
+    /// `6 Shirt (33.80% error)`, or `6 (33.80% error)` without a name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.class)?;
+        if let Some(name) = &self.name {
+            write!(f, " {name}")?;
+        }
+        write!(f, " ({:.2}% error)", 100.0 * self.error)
+    }
 }
 
 /// A trained model read back from its directory.

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::formats::curves::EpochMetrics;
+use crate::formats::model_dir::TestMetrics;
 use crate::report::metrics::{MetricsSink, StepMetrics};
 
 pub struct Console {
@@ -73,13 +74,18 @@ impl MetricsSink for Console {
         self.line(&m.line());
     }
 
-    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
+    fn finished(&mut self, test: &TestMetrics) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let worst = test
+            .worst_class
+            .as_ref()
+            .map_or(String::new(), |worst| format!("; worst class {worst}"));
         eprintln!(
-            "test: loss {test_loss:.4}, accuracy {:.2}%",
-            100.0 * test_accuracy
+            "test: loss {:.4}, accuracy {:.2}%{worst}",
+            test.test_loss,
+            100.0 * test.test_accuracy
         );
     }
 }

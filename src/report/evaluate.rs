@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::formats::classes::{Classes, Label};
 use crate::formats::config::{Loss, Preprocess};
 use crate::formats::data::{Images, Labelled};
+use crate::formats::model_dir::WorstClass;
 
 /// Images per forward pass when no gradients are kept.
 const EVAL_BATCH: usize = 1024;
@@ -194,6 +195,11 @@ pub struct ClassFigures {
 }
 
 impl ClassStats {
+    /// The class most often missed; `None` without examples.
+    pub fn worst(&self) -> Option<WorstClass> {
+        worst_of(&self.per_class)
+    }
+
     /// The figures of `predictions` against `labels` among `classes`, whose mean loss is
     /// `loss`.
     pub fn of(
@@ -238,23 +244,32 @@ impl ClassStats {
                 }
             })
             .collect();
-        let worst = per_class
-            .iter()
-            .filter(|c| c.support > 0)
-            .min_by(|a, b| a.recall.total_cmp(&b.recall));
+        let worst = worst_of(&per_class);
         let correct: usize = (0..count).map(|c| confusion[c][c]).sum();
-        let worst_class = worst.map_or(0, |c| c.class);
         Self {
             data,
             examples: labels.len(),
             accuracy: ratio(correct, labels.len()),
             loss,
-            worst_class,
-            worst_class_name: named(worst_class),
-            worst_class_error: worst.map_or(0.0, |c| 1.0 - c.recall),
+            worst_class: worst.as_ref().map_or(0, |w| w.class),
+            worst_class_name: worst.as_ref().and_then(|w| w.name.clone()),
+            worst_class_error: worst.map_or(0.0, |w| w.error),
             class_names: classes.names.clone(),
             per_class,
             confusion,
         }
     }
+}
+
+/// The class with the lowest recall among those with examples; `None` without examples.
+fn worst_of(per_class: &[ClassFigures]) -> Option<WorstClass> {
+    per_class
+        .iter()
+        .filter(|c| c.support > 0)
+        .min_by(|a, b| a.recall.total_cmp(&b.recall))
+        .map(|c| WorstClass {
+            class: c.class,
+            name: c.name.clone(),
+            error: 1.0 - c.recall,
+        })
 }

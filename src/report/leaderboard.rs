@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::files::output;
-use crate::formats::model_dir::ModelDir;
+use crate::formats::model_dir::{ModelDir, WorstClass};
 
 /// One trained model's line.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +22,8 @@ pub struct Entry {
     pub validation_loss: Option<f64>,
     pub test_accuracy: f64,
     pub test_loss: f64,
+    /// The class the model misses most on the test set, by name where it has one.
+    pub worst_class: Option<WorstClass>,
     pub epochs: usize,
     pub seconds: f64,
     pub wandb_run: Option<String>,
@@ -92,6 +94,7 @@ impl Leaderboard {
                 "val loss",
                 "test accuracy",
                 "test loss",
+                "worst class",
                 "epochs",
                 "seconds",
                 "W&B run",
@@ -110,6 +113,10 @@ impl Leaderboard {
                 loss(e.validation_loss),
                 percent(Some(e.test_accuracy)),
                 loss(Some(e.test_loss)),
+                // A name may hold the table's separator.
+                e.worst_class
+                    .as_ref()
+                    .map_or("–".into(), |w| w.to_string().replace('|', "\\|")),
                 e.epochs.to_string(),
                 format!("{:.1}", e.seconds),
                 e.wandb_run
@@ -161,6 +168,7 @@ fn entry(dir: PathBuf) -> Result<Entry> {
         validation_loss: last.as_ref().and_then(|m| m.validation_loss),
         test_accuracy: card.metrics.test_accuracy,
         test_loss: card.metrics.test_loss,
+        worst_class: card.metrics.worst_class,
         epochs: card.training.epochs,
         seconds: card.training.seconds,
         wandb_run: card.wandb_run,

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::formats::curves::EpochMetrics;
+use crate::formats::model_dir::TestMetrics;
 use crate::wandb::RunIdentity;
 
 /// Running training figures over the last `log_every` steps.
@@ -45,7 +46,7 @@ pub trait MetricsSink {
     /// start-up (on a GPU, kernel compilation and autotuning unless they were cached).
     fn started(&mut self, _seconds: f64) {}
     fn epoch(&mut self, _metrics: &EpochMetrics) {}
-    fn finished(&mut self, _test_accuracy: f64, _test_loss: f64) {}
+    fn finished(&mut self, _test: &TestMetrics) {}
     /// Whether training should stop now (a W&B run stopped from its web page).
     fn stop_requested(&self) -> bool {
         false
@@ -73,10 +74,8 @@ impl MetricsSink for Sinks<'_> {
         self.0.iter_mut().for_each(|s| s.epoch(metrics));
     }
 
-    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
-        self.0
-            .iter_mut()
-            .for_each(|s| s.finished(test_accuracy, test_loss));
+    fn finished(&mut self, test: &TestMetrics) {
+        self.0.iter_mut().for_each(|s| s.finished(test));
     }
 
     fn stop_requested(&self) -> bool {
@@ -108,9 +107,9 @@ impl<S: MetricsSink> MetricsSink for Option<S> {
         }
     }
 
-    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
+    fn finished(&mut self, test: &TestMetrics) {
         if let Some(sink) = self {
-            sink.finished(test_accuracy, test_loss);
+            sink.finished(test);
         }
     }
 

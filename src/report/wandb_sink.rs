@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::formats::curves::EpochMetrics;
+use crate::formats::model_dir::TestMetrics;
 use crate::report::metrics::{MetricsSink, StepMetrics};
 use crate::wandb::{Artifact, Report, Role, RunFile, RunIdentity, WandbRun};
 
@@ -102,13 +103,21 @@ impl MetricsSink for WandbSink {
         }
     }
 
-    fn finished(&mut self, test_accuracy: f64, test_loss: f64) {
-        self.run.log(row(&[
-            ("test/accuracy", json!(test_accuracy)),
-            ("test/loss", json!(test_loss)),
-        ]));
-        let figures = &mut self.summary;
-        figures.insert("test/accuracy".into(), json!(test_accuracy));
-        figures.insert("test/loss".into(), json!(test_loss));
+    fn finished(&mut self, test: &TestMetrics) {
+        let mut figures = vec![
+            ("test/accuracy", json!(test.test_accuracy)),
+            ("test/loss", json!(test.test_loss)),
+        ];
+        if let Some(worst) = &test.worst_class {
+            figures.push(("test/worst_class", json!(worst.class)));
+            figures.push(("test/worst_class_error", json!(worst.error)));
+            if let Some(name) = &worst.name {
+                figures.push(("test/worst_class_name", json!(name)));
+            }
+        }
+        self.run.log(row(&figures));
+        for (key, value) in figures {
+            self.summary.insert(key.into(), value);
+        }
     }
 }

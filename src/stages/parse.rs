@@ -24,10 +24,7 @@ pub struct ParseArgs {
 pub fn run(args: &ParseArgs) -> Result<()> {
     let started = Instant::now();
     let files = IdxSet::find(&args.input)?;
-    let names = match Names::beside(&args.input)? {
-        Some(names) => Some(names),
-        None => Names::beside(&classes::dir_of(&files.train_labels))?,
-    };
+    let names = Names::of_data(&args.input, &files.train_labels)?;
     let count = names.as_ref().map(|n| n.names.len());
     let train_csv = args.output.join("train.csv");
     let test_csv = args.output.join("test.csv");

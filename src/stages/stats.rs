@@ -254,11 +254,9 @@ fn table(stats: &Stats) -> String {
                 c.f1
             );
         }
-        out += &format!(
-            "\nworst class: {} ({:.2}% error)\n",
-            name(e.worst_class, &e.worst_class_name),
-            100.0 * e.worst_class_error
-        );
+        if let Some(worst) = e.worst() {
+            out += &format!("\nworst class: {worst}\n");
+        }
     }
     out
 }

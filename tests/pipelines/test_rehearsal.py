@@ -206,6 +206,9 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
     # One config, as `make all` puts it (the smoke config, to stay quick).
     repos = input_repos(tmp_path)
     shutil.copy(ROOT / "configs/smoke.toml", repos["training-config"] / "smoke.toml")
+    # The digits named, as a data set's classes.txt names its classes.
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (repos["mnist"] / "classes.txt").write_text("".join(f"{name}\n" for name in names))
     commits = {repo: uuid.uuid4().hex for repo in repos}
     wandb = FakeWandb()
     try:
@@ -222,13 +225,14 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
     [data] = [a for a in wandb.artifacts if a["artifactTypeName"] == "dataset"]
     refs = {name: entry["ref"] for name, entry in data["manifest"]["contents"].items()}
     assert refs == {name: f"pfs://mnist-csv@{commits['mnist-csv']}/{name}"
-                    for name in ("train.csv", "test.csv")}
+                    for name in ("train.csv", "test.csv", "classes.txt")}
     [model] = [a for a in wandb.artifacts if a["artifactTypeName"] == "model"]
     assert json.loads(model["metadata"])["pachyderm"]["input_commits"]["mnist-csv"] == commits["mnist-csv"]
     train_run, eval_run = (run["name"] for run in wandb.runs)
     assert set(wandb.uses) == {(train_run, data["id"]), (eval_run, model["id"])}
 
-    assert tree(outputs["mnist-csv"]) == ["test.csv", "train.csv"]
+    # The names go along with the data down the DAG, into the card and the evaluation.
+    assert tree(outputs["mnist-csv"]) == ["classes.txt", "test.csv", "train.csv"]
     # The model repo holds the model only, in the directory named after its config.
     assert tree(outputs["model"]) == ["smoke/metrics.json", "smoke/model.bpk", "smoke/model.json"]
     # The checkpoints, on the node's cache volume while the datum ran, went when it succeeded.
@@ -240,6 +244,9 @@ def test_the_whole_dag_runs_from_the_specs(model_spec, mnist_bin, tmp_path):
     assert provenance["input_commits"] == {
         "mnist-csv": commits["mnist-csv"], "training-config": commits["training-config"]}
     assert card["backend"]["name"] == "cpu"
+    assert card["class_names"] == names
+    stats = json.loads((outputs["stats"] / "stats.json").read_text())
+    assert [c["name"] for c in stats["evaluation"]["per_class"]] == names
     assert card["wandb_run"].endswith(f"/runs/{wandb.runs[0]['name']}")
     assert card["wandb_artifact"]["name"].endswith("/mnist-cnn:v0")
     assert tree(outputs["select"]) == [

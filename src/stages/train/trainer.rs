@@ -20,7 +20,7 @@ use crate::formats::curves::{Curves, EpochMetrics};
 use crate::formats::data::{Labelled, Splits};
 use crate::formats::model_dir::{DatasetInfo, ModelCard, TestMetrics, TrainingInfo};
 use crate::report::console::Console;
-use crate::report::evaluate::{self, DeviceData};
+use crate::report::evaluate::{self, ClassStats, DeviceData};
 use crate::report::metrics::{MetricsSink, Sinks, StepMetrics};
 use crate::stop;
 
@@ -143,7 +143,19 @@ pub fn train(
     let network = run.network.valid();
     let test =
         DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(&network, t.loss)?;
-    sinks.finished(test.accuracy, test.loss);
+    let per_class = ClassStats::of(
+        splits.source.clone(),
+        classes,
+        &splits.test.labels,
+        &test.predicted.classes,
+        test.loss,
+    );
+    let metrics = TestMetrics {
+        test_loss: test.loss,
+        test_accuracy: test.accuracy,
+        worst_class: per_class.worst(),
+    };
+    sinks.finished(&metrics);
     let seconds = run.seconds_before + clock.started.elapsed().as_secs_f64();
     let epochs = run.history.len();
     let card = ModelCard {
@@ -167,10 +179,7 @@ pub fn train(
             samples_per_second: (epochs * train.len()) as f64 / seconds.max(1e-9),
             resumed_from_epoch: run.resumed_from,
         },
-        metrics: TestMetrics {
-            test_loss: test.loss,
-            test_accuracy: test.accuracy,
-        },
+        metrics,
         // What the run is part of (the Pachyderm job, the W&B run): the stage fills it in.
         provenance: None,
         wandb_run: None,
