@@ -490,6 +490,13 @@ fn fashion_names_reach_stats_the_confusion_picture_and_wandb() {
     let dataset = &config["dataset"]["value"];
     assert_eq!(dataset["classes"], 10);
     assert_eq!(dataset["class_names"][6], "Shirt");
+    let eval_config: Value = state
+        .upserts
+        .iter()
+        .find(|u| u["jobType"] == "eval" && u["config"].is_string())
+        .map(|u| serde_json::from_str(u["config"].as_str().unwrap()).unwrap())
+        .expect("the eval run's config");
+    assert_eq!(eval_config["class_names"]["value"][9], "Ankle boot");
     drop(state);
     let worst = server
         .lines("wandb-history.jsonl")

@@ -54,16 +54,21 @@ impl Names {
             .transpose()
     }
 
-    /// The names in the file `path`, one a line.
+    /// The names in the file `path`, one a line (a byte-order mark and blank lines at the end,
+    /// as editors leave them, are not names).
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             std::fs::read(path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         let text = String::from_utf8(text)
             .map_err(|err| anyhow::anyhow!("{}: not UTF-8 text: {err}", path.display()))?;
-        let names = text
+        let mut names: Vec<String> = text
+            .trim_start_matches('\u{feff}')
             .lines()
             .map(|line| line.trim_end_matches('\r').to_owned())
             .collect();
+        while names.last().is_some_and(|name| name.trim().is_empty()) {
+            names.pop();
+        }
         Self::new(names, path.display().to_string())
     }
 }
@@ -235,6 +240,25 @@ mod tests {
         let many: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(err(&many), "classes.txt: 1001 classes; at most 1000");
+    }
+
+    #[test]
+    fn a_file_names_a_class_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        std::fs::write(&path, "\u{feff}T-shirt/top\r\nTrouser\r\n\n\n").unwrap();
+        assert_eq!(
+            Names::read(&path).unwrap().names,
+            ["T-shirt/top", "Trouser"]
+        );
+        std::fs::write(&path, "Bag\n\nCoat\n").unwrap();
+        assert_eq!(
+            Names::read(&path).unwrap_err().to_string(),
+            format!("{}: class 1 has an empty name", path.display())
+        );
+        std::fs::write(&path, b"Bag\n\xff\n").unwrap();
+        let err = Names::read(&path).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8 text"), "{err}");
     }
 
     #[test]

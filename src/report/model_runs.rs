@@ -151,6 +151,10 @@ fn start(
         json!(card.wandb_artifact.as_ref().map(|a| &a.name)),
     );
     config.insert("trained_by".into(), json!(card.wandb_run));
+    config.insert("classes".into(), json!(card.classes));
+    if let Some(names) = &card.class_names {
+        config.insert("class_names".into(), json!(names));
+    }
     if let Some(provenance) = &provenance {
         config.insert("pachyderm".into(), serde_json::to_value(provenance)?);
     }
