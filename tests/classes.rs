@@ -247,6 +247,43 @@ fn twenty_six_letters_at_32x32_go_through_every_stage_on_the_cpu() {
         accuracy > 0.5,
         "26 letters learnt to {accuracy} (chance: 0.04)"
     );
+
+    // Test data must name as many classes as the model has; names that differ are the model's.
+    let (csv, model) = (work.path().join("csv"), work.path().join("model"));
+    let names = csv.join("classes.txt");
+    let stats = |out: &str| {
+        let mut command = mnist();
+        command
+            .args(["stats", "--backend", "cpu", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&csv)
+            .arg("--output")
+            .arg(work.path().join(out));
+        command
+    };
+    let lower: String = (b'a'..=b'z')
+        .map(|c| format!("{}\n", char::from(c)))
+        .collect();
+    std::fs::write(&names, &lower).unwrap();
+    let log = stderr(&succeeds(&mut stats("lower")));
+    assert!(
+        log.contains(&format!(
+            "warning: {} and the model name class 0 differently (\"a\" and \"Letter A\"); the model's names are used",
+            names.display()
+        )),
+        "{log}"
+    );
+    std::fs::write(&names, &lower[..lower.len() - 2]).unwrap();
+    let err = fails(&mut stats("fewer"));
+    assert!(
+        err.contains(&format!(
+            "{} names 25 classes; the model has 26",
+            names.display()
+        )),
+        "{err}"
+    );
+    assert!(listing(&work.path().join("fewer")).is_empty());
 }
 
 #[test]

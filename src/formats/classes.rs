@@ -183,6 +183,43 @@ pub fn beyond(
     )
 }
 
+/// Checks data to evaluate a model on against the model's classes, if the data names its
+/// classes (`names`): as many, else an error; named alike, else a warning, and the model's
+/// names are used (as training uses the config's over a `classes.txt`).
+pub fn check_same(names: Option<&Names>, model: &Classes) -> Result<()> {
+    let Some(names) = names else {
+        return Ok(());
+    };
+    if names.names.len() != model.count {
+        bail!(
+            "{} names {} classes; the model has {}",
+            names.source,
+            names.names.len(),
+            model.count
+        );
+    }
+    match &model.names {
+        None => eprintln!(
+            "warning: {} names the classes, but the model was trained without names: classes are shown by number",
+            names.source
+        ),
+        Some(model_names) => {
+            warn_if_different(names, model_names, "the model", "the model's");
+        }
+    }
+    Ok(())
+}
+
+/// Warns where `names` and `used` (named by `whose`) differ, naming the first difference.
+fn warn_if_different(names: &Names, used: &[String], what: &str, whose: &str) {
+    if let Some(class) = names.names.iter().zip(used).position(|(a, b)| a != b) {
+        eprintln!(
+            "warning: {} and {what} name class {class} differently ({:?} and {:?}); {whose} names are used",
+            names.source, names.names[class], used[class]
+        );
+    }
+}
+
 /// How a file counts its examples, for errors: CSV lines or IDX records, from 1.
 #[derive(Debug, Clone, Copy)]
 pub enum Place {
@@ -214,7 +251,12 @@ pub fn chosen(config_names: Option<Names>, file_names: Option<Names>) -> Result<
             config.source,
             config.names.len()
         ),
-        (Some(config), _) => Ok(Some(config)),
+        (Some(config), file) => {
+            if let Some(file) = file {
+                warn_if_different(&file, &config.names, &config.source, "the config's");
+            }
+            Ok(Some(config))
+        }
         (None, file) => Ok(file),
     }
 }
@@ -259,6 +301,24 @@ mod tests {
         std::fs::write(&path, b"Bag\n\xff\n").unwrap();
         let err = Names::read(&path).unwrap_err().to_string();
         assert!(err.contains("not UTF-8 text"), "{err}");
+    }
+
+    #[test]
+    fn data_must_have_as_many_classes_as_the_model() {
+        let model = Classes {
+            count: 2,
+            names: Some(vec!["cat".into(), "dog".into()]),
+        };
+        for data in [["cat", "dog"], ["dog", "cat"]] {
+            assert!(check_same(Some(&names(&data).unwrap()), &model).is_ok());
+        }
+        assert!(check_same(None, &model).is_ok());
+        let three = names(&["cat", "dog", "eel"]).unwrap();
+        assert_eq!(
+            check_same(Some(&three), &model).unwrap_err().to_string(),
+            "classes.txt names 3 classes; the model has 2"
+        );
+        assert!(check_same(Some(&three), &Classes::numbered(2)).is_err());
     }
 
     #[test]

@@ -103,7 +103,8 @@ pub fn load(dir: &Path, names: Option<Names>) -> Result<Splits> {
 }
 
 /// Only the test part of `dir`: `test.csv`, else the `t10k` IDX files (for `mnist stats`,
-/// which needs no training data); every label one of `classes`.
+/// which needs no training data); every label one of `classes`, and the classes named as
+/// `classes` names them where the data names them.
 pub fn load_test(dir: &Path, classes: &Classes) -> Result<Labelled> {
     anyhow::ensure!(dir.is_dir(), "{}: not a directory", dir.display());
     let test_csv = dir.join("test.csv");
@@ -115,6 +116,7 @@ pub fn load_test(dir: &Path, classes: &Classes) -> Result<Labelled> {
         let test = idx::read_files(&files.test_images, &files.test_labels)?;
         (test, files.test_labels, Place::Record)
     };
+    classes::check_same(Names::of_data(dir, &path)?.as_ref(), classes)?;
     classes::check_labels(&test.labels, &path, place, classes, "of the model")?;
     Ok(test)
 }
