@@ -71,37 +71,6 @@ impl CpuAdam {
     }
 }
 
-impl Optimizer for CpuAdam {
-    type State<const D: usize> = AdamState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<AdamState<D>>,
-    ) -> (Tensor<D>, Option<AdamState<D>>) {
-        let momentum = state.map(|state| state.momentum);
-        if !kernels_apply(&tensor, &grad, momentum.as_ref()) {
-            return self
-                .burn
-                .step(lr, tensor, grad, momentum.map(AdamState::new));
-        }
-        let (tensor, momentum) = adaptive(
-            tensor,
-            grad,
-            momentum,
-            |time| AdamStep::new(&self.settings, lr, time),
-            adam,
-        );
-        (tensor, Some(AdamState::new(momentum)))
-    }
-
-    fn to_device<const D: usize>(state: AdamState<D>, device: &Device) -> AdamState<D> {
-        Adam::to_device(state, device)
-    }
-}
-
 /// AdamW with Burn's `AdamW`'s state and figures.
 #[derive(Clone)]
 pub struct CpuAdamW {
@@ -121,36 +90,43 @@ impl CpuAdamW {
     }
 }
 
-impl Optimizer for CpuAdamW {
-    type State<const D: usize> = AdamWState<D>;
+/// The `Optimizer` of one of Adam's family: `$kernel` with `$step`'s scalars where the
+/// kernels apply, else Burn's `$burn` itself; the state is Burn's `$state` either way.
+macro_rules! adaptive_optimizer {
+    ($name:ident, $burn:ident, $state:ident, $step:ident, $kernel:ident) => {
+        impl Optimizer for $name {
+            type State<const D: usize> = $state<D>;
 
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<AdamWState<D>>,
-    ) -> (Tensor<D>, Option<AdamWState<D>>) {
-        let momentum = state.map(|state| state.momentum);
-        if !kernels_apply(&tensor, &grad, momentum.as_ref()) {
-            return self
-                .burn
-                .step(lr, tensor, grad, momentum.map(AdamWState::new));
+            fn step<const D: usize>(
+                &self,
+                lr: LearningRate,
+                tensor: Tensor<D>,
+                grad: Tensor<D>,
+                state: Option<$state<D>>,
+            ) -> (Tensor<D>, Option<$state<D>>) {
+                let momentum = state.map(|state| state.momentum);
+                if !kernels_apply(&tensor, &grad, momentum.as_ref()) {
+                    return self.burn.step(lr, tensor, grad, momentum.map($state::new));
+                }
+                let (tensor, momentum) = adaptive(
+                    tensor,
+                    grad,
+                    momentum,
+                    |time| $step::new(&self.settings, lr, time),
+                    $kernel,
+                );
+                (tensor, Some($state::new(momentum)))
+            }
+
+            fn to_device<const D: usize>(state: $state<D>, device: &Device) -> $state<D> {
+                $burn::to_device(state, device)
+            }
         }
-        let (tensor, momentum) = adaptive(
-            tensor,
-            grad,
-            momentum,
-            |time| AdamWStep::new(&self.settings, lr, time),
-            adamw,
-        );
-        (tensor, Some(AdamWState::new(momentum)))
-    }
-
-    fn to_device<const D: usize>(state: AdamWState<D>, device: &Device) -> AdamWState<D> {
-        AdamW::to_device(state, device)
-    }
+    };
 }
+
+adaptive_optimizer!(CpuAdam, Adam, AdamState, AdamStep, adam);
+adaptive_optimizer!(CpuAdamW, AdamW, AdamWState, AdamWStep, adamw);
 
 /// SGD with Burn's `Sgd`'s state and figures; with momentum, Burn's `Sgd` itself.
 #[derive(Clone)]
