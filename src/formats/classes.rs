@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::files::output;
+
 /// The file beside a data set's files that names its classes, one per line, in label order.
 pub const FILE: &str = "classes.txt";
 /// The most classes a data set may have.
@@ -54,6 +56,12 @@ impl Names {
             .transpose()
     }
 
+    /// Writes the names to `path`, one a line, as [`Names::read`] reads them.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text: String = self.names.iter().map(|name| format!("{name}\n")).collect();
+        output::write_file(path, text.as_bytes())
+    }
+
     /// The names in the file `path`, one a line (a byte-order mark and blank lines at the end,
     /// as editors leave them, are not names).
     pub fn read(path: &Path) -> Result<Self> {
@@ -81,6 +89,14 @@ pub fn file_of(dir: &Path, data_file: &Path) -> Option<PathBuf> {
         .into_iter()
         .map(|dir| dir.join(FILE))
         .find(|path| path.is_file())
+}
+
+/// Class `class` as people read it: `6 Shirt`, or `6` without a name.
+pub fn labelled(class: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{class} {name}"),
+        None => class.to_string(),
+    }
 }
 
 /// The classes of a data set or a model: their number, and their names if they have them.
@@ -115,14 +131,12 @@ impl Classes {
 /// one more than the largest label (at most [`MAX`]). `labels` are each split's labels and the
 /// file they came from, with whether its records are CSV lines (else IDX records), for errors.
 pub fn of_labels(labels: &[(&[Label], &Path, Place)], names: Option<Names>) -> Result<Classes> {
-    let (classes, whose) = match names {
-        Some(names) => (
-            Classes {
-                count: names.names.len(),
-                names: Some(names.names),
-            },
-            format!("named in {}", names.source),
-        ),
+    let (most, whose) = limit(names.as_ref());
+    let classes = match names {
+        Some(names) => Classes {
+            count: names.names.len(),
+            names: Some(names.names),
+        },
         None => {
             let largest = labels
                 .iter()
@@ -132,16 +146,22 @@ pub fn of_labels(labels: &[(&[Label], &Path, Place)], names: Option<Names>) -> R
             if largest == 0 {
                 bail!("no labelled examples");
             }
-            (
-                Classes::numbered(largest.min(MAX)),
-                "a data set may have".to_owned(),
-            )
+            Classes::numbered(largest.min(most))
         }
     };
     for (labels, path, place) in labels {
         check_labels(labels, path, *place, &classes, &whose)?;
     }
     Ok(classes)
+}
+
+/// How many classes labels may name, and whose classes those are (for errors): the classes
+/// `names` names, else the most a data set may have.
+pub fn limit(names: Option<&Names>) -> (usize, String) {
+    match names {
+        Some(names) => (names.names.len(), format!("named in {}", names.source)),
+        None => (MAX, "a data set may have".to_owned()),
+    }
 }
 
 /// Checks that every label of `labels`, read from `path`, is one of `classes` (`whose`: the

@@ -83,7 +83,6 @@ pub fn load(dir: &Path, names: Option<Names>) -> Result<Splits> {
             Place::Record,
         )
     };
-    // classes.txt beside the data: in `dir`, or beside the IDX files found under it.
     let names = classes::chosen(names, Names::of_data(dir, &files[0])?)?;
     let classes = classes::of_labels(
         &[

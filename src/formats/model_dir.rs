@@ -9,7 +9,7 @@ use burn::prelude::Device;
 use model::{InputShape, Network};
 use serde::{Deserialize, Serialize};
 
-use super::classes::Classes;
+use super::classes::{self, Classes};
 use super::curves::Curves;
 use crate::device::backend::BackendInfo;
 use crate::files::output;
@@ -113,11 +113,8 @@ pub struct WorstClass {
 impl std::fmt::Display for WorstClass {
     /// `6 Shirt (33.80% error)`, or `6 (33.80% error)` without a name.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.class)?;
-        if let Some(name) = &self.name {
-            write!(f, " {name}")?;
-        }
-        write!(f, " ({:.2}% error)", 100.0 * self.error)
+        let class = classes::labelled(self.class, self.name.as_deref());
+        write!(f, "{class} ({:.2}% error)", 100.0 * self.error)
     }
 }
 

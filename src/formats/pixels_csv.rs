@@ -109,6 +109,12 @@ fn parse(
         line,
         reason,
     };
+    let field_error = |line: usize, column: usize, expected: &str, found: &str| {
+        row_error(
+            line,
+            format!("field {}: expected {expected}, found {found:?}", column + 1),
+        )
+    };
     let labelled = label_column != LabelColumn::None;
     let mut expected_fields = pixels.map(|p| p + usize::from(labelled));
     let mut data = Vec::new();
@@ -129,14 +135,7 @@ fn parse(
                     LabelColumn::Last if column == last => "a label, an integer",
                     _ => "an integer 0..255",
                 };
-                row_error(
-                    line_no,
-                    format!(
-                        "field {}: expected {what}, found {:?}",
-                        column + 1,
-                        String::from_utf8_lossy(field).trim()
-                    ),
-                )
+                field_error(line_no, column, what, String::from_utf8_lossy(field).trim())
             })?;
             fields.push(value);
         }
@@ -163,12 +162,12 @@ fn parse(
         let first_pixel = usize::from(label_column == LabelColumn::First);
         for (column, &pixel) in row.iter().enumerate() {
             let Ok(pixel) = u8::try_from(pixel) else {
-                return Err(row_error(
+                let found = pixel.to_string();
+                return Err(field_error(
                     line_no,
-                    format!(
-                        "field {}: expected an integer 0..255, found \"{pixel}\"",
-                        first_pixel + column + 1
-                    ),
+                    first_pixel + column,
+                    "an integer 0..255",
+                    &found,
                 ));
             };
             data.push(pixel);
@@ -241,6 +240,22 @@ impl<W: Write> RowWriter<W> {
     /// Writes one row: `label,pixels...` for [`LabelColumn::First`], `pixels...,label` for
     /// [`LabelColumn::Last`].
     pub fn write(&mut self, pixels: &[u8], label: Option<(LabelColumn, Label)>) -> io::Result<()> {
+        self.numbers(pixels, label);
+        self.end_line()
+    }
+
+    /// Writes one inference row, `pixels...,label,"name"` (a quote in the name doubled).
+    pub fn write_named(&mut self, pixels: &[u8], label: Label, name: &str) -> io::Result<()> {
+        self.numbers(pixels, Some((LabelColumn::Last, label)));
+        self.line.extend_from_slice(b",\"");
+        self.line
+            .extend_from_slice(name.replace('"', "\"\"").as_bytes());
+        self.line.push(b'"');
+        self.end_line()
+    }
+
+    /// Starts a line with the pixels and the label, each after a separator.
+    fn numbers(&mut self, pixels: &[u8], label: Option<(LabelColumn, Label)>) {
         self.line.clear();
         if let Some((LabelColumn::First, label)) = label {
             self.push(label);
@@ -251,22 +266,11 @@ impl<W: Write> RowWriter<W> {
         if let Some((LabelColumn::Last, label)) = label {
             self.push(label);
         }
-        // Replace the leading separator with nothing and end the line.
-        self.line.push(b'\n');
-        self.out.write_all(&self.line[1..])
     }
 
-    /// Writes one inference row, `pixels...,label,"name"` (a quote in the name doubled).
-    pub fn write_named(&mut self, pixels: &[u8], label: Label, name: &str) -> io::Result<()> {
-        self.line.clear();
-        for &pixel in pixels {
-            self.push(pixel.into());
-        }
-        self.push(label);
-        self.line.extend_from_slice(b",\"");
-        self.line
-            .extend_from_slice(name.replace('"', "\"\"").as_bytes());
-        self.line.extend_from_slice(b"\"\n");
+    /// Ends the line and writes it, without the leading separator.
+    fn end_line(&mut self) -> io::Result<()> {
+        self.line.push(b'\n');
         self.out.write_all(&self.line[1..])
     }
 

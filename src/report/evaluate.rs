@@ -200,15 +200,9 @@ impl ClassStats {
         worst_of(&self.per_class)
     }
 
-    /// The figures of `predictions` against `labels` among `classes`, whose mean loss is
-    /// `loss`.
-    pub fn of(
-        data: String,
-        classes: &Classes,
-        labels: &[Label],
-        predictions: &[Label],
-        loss: f64,
-    ) -> Self {
+    /// The figures of `evaluation` on data (named `data`) labelled `labels`, among `classes`.
+    pub fn of(data: String, classes: &Classes, labels: &[Label], evaluation: &Evaluation) -> Self {
+        let (predictions, loss) = (&evaluation.predicted.classes, evaluation.loss);
         let count = classes.count;
         let named = |class: usize| classes.names.as_ref().map(|_| classes.name(class));
         let mut confusion = vec![vec![0usize; count]; count];

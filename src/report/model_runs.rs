@@ -114,14 +114,14 @@ pub fn log_inference(inferred: &Inferred, place: &RunPlace) -> Result<()> {
             json!(mean_confidence),
         ),
     ]);
+    // The network has an output per class: every prediction is one of them.
+    let mut counts = vec![0usize; card.classes];
+    for &class in &predicted.classes {
+        counts[usize::from(class)] += 1;
+    }
     let names = card.classes();
     let mut classes = Table::new(&["class", "name", "predictions"]);
-    for class in 0..card.classes {
-        let n = predicted
-            .classes
-            .iter()
-            .filter(|&&c| usize::from(c) == class)
-            .count();
+    for (class, n) in counts.into_iter().enumerate() {
         classes.rows.push(vec![
             Cell::Int(class as i64),
             Cell::Text(names.name(class)),

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::files::output::{self, AtomicFile};
+use crate::files::output::AtomicFile;
 use crate::formats::classes::{self, Names, Place};
 use crate::formats::idx::{IdxReader, IdxSet};
 use crate::formats::pixels_csv::{LabelColumn, RowWriter};
@@ -35,8 +35,7 @@ pub fn run(args: &ParseArgs) -> Result<()> {
     train.commit()?;
     test.commit()?;
     if let Some(names) = &names {
-        let text: String = names.names.iter().map(|name| format!("{name}\n")).collect();
-        output::write_file(&args.output.join(classes::FILE), text.as_bytes())?;
+        names.write(&args.output.join(classes::FILE))?;
     }
     let bytes = std::fs::metadata(&train_csv)?.len() + std::fs::metadata(&test_csv)?.len();
     let seconds = started.elapsed().as_secs_f64();
@@ -65,10 +64,7 @@ fn convert(
     let mut images = IdxReader::images(images)?;
     let mut labels = IdxReader::labels(labels)?;
     images.check_labels_match(&labels)?;
-    let (count, whose) = match names {
-        Some(names) => (names.names.len(), format!("named in {}", names.source)),
-        None => (classes::MAX, "a data set may have".to_owned()),
-    };
+    let (count, whose) = classes::limit(names.as_ref());
     let mut writer = RowWriter::new(AtomicFile::create(csv)?);
     let mut pixels = vec![0; images.record_len];
     let mut rows = 0;

@@ -9,9 +9,9 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::device::backend::{self, BackendChoice};
-use crate::formats::dataset;
 use crate::formats::model_dir::ModelDir;
-use crate::report::evaluate::{ClassStats, DeviceData};
+use crate::formats::{classes, dataset};
+use crate::report::evaluate::{ClassFigures, ClassStats, DeviceData};
 use crate::report::model_runs::{self, Evaluated, RunPlace};
 use crate::stop::Interrupted;
 use crate::{files::output, report::plots};
@@ -72,13 +72,7 @@ pub fn run(args: &StatsArgs) -> Result<()> {
             Interrupted::check(|| "nothing was written".into())?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
                 .evaluate(&model.network, model.card.config.training.loss)?;
-            let figures = ClassStats::of(
-                dir.display().to_string(),
-                &classes,
-                &test.labels,
-                &eval.predicted.classes,
-                eval.loss,
-            );
+            let figures = ClassStats::of(dir.display().to_string(), &classes, &test.labels, &eval);
             (Some((test, eval)), Some(figures))
         }
         None => (None, None),
@@ -231,12 +225,9 @@ fn table(stats: &Stats) -> String {
             100.0 * e.accuracy,
             e.loss
         );
-        let name = |class: usize, named: &Option<String>| match named {
-            Some(name) => format!("{class} {name}"),
-            None => class.to_string(),
-        };
+        let name = |c: &ClassFigures| classes::labelled(c.class, c.name.as_deref());
         let width = (e.per_class.iter())
-            .map(|c| name(c.class, &c.name).chars().count())
+            .map(|c| name(c).chars().count())
             .max()
             .unwrap_or(0)
             .max(5);
@@ -247,7 +238,7 @@ fn table(stats: &Stats) -> String {
         for c in &e.per_class {
             out += &format!(
                 "{:<width$} {:>8} {:>9.2}% {:>7.2}% {:>8.3}\n",
-                name(c.class, &c.name),
+                name(c),
                 c.support,
                 100.0 * c.precision,
                 100.0 * c.recall,

@@ -143,13 +143,7 @@ pub fn train(
     let network = run.network.valid();
     let test =
         DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(&network, t.loss)?;
-    let per_class = ClassStats::of(
-        splits.source.clone(),
-        classes,
-        &splits.test.labels,
-        &test.predicted.classes,
-        test.loss,
-    );
+    let per_class = ClassStats::of(splits.source.clone(), classes, &splits.test.labels, &test);
     let metrics = TestMetrics {
         test_loss: test.loss,
         test_accuracy: test.accuracy,
