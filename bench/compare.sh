@@ -7,6 +7,7 @@
 #   infer_cnn_images_per_s threads 2 mnist 6100 pytorch 3100 ratio 1.97
 #   long_run_cnn_batch32 threads 2 mnist early 1500 late 1490 kept 0.99 pytorch early 1010 late 990 ratio 1.51
 #   accuracy_cnn mnist 90.12 pytorch 90.03 difference +0.09
+#   quality_fashion_best threads 2 mnist accuracy 94.60 seconds 590 samples_per_s 2300 pytorch accuracy 94.50 seconds 900 samples_per_s 1500 difference +0.10 ratio 1.53
 #
 # Throughput: at each thread count of THREADS (default: 1 and every core), ROUNDS rounds, each
 # training every network for 2 epochs on the first 6,400 Fashion-MNIST training images with
@@ -18,9 +19,13 @@
 # single epochs vary by a tenth on a shared machine), kept is late / early.
 # Accuracy: with ACCURACY_EPOCHS > 0, each network then trains that many epochs on all 60,000
 # training images with both, at every core, and the test accuracies are printed.
+# Quality: with QUALITY=1 (the default; 0 skips its ~25 minutes), configs/fashion-best.toml is
+# trained whole (its epochs, augmentation, schedule, average and best epoch) on all 60,000
+# training images by both, at every core: test accuracy, training seconds (mnist's from
+# model.json, PyTorch's summed epochs) and the median epoch's samples/s.
 #
 # usage: bench/compare.sh [FASHION_DIR]
-#        (env: PYTHON, THREADS, ROUNDS, LONG_EPOCHS, ACCURACY_EPOCHS, MNIST)
+#        (env: PYTHON, THREADS, ROUNDS, LONG_EPOCHS, ACCURACY_EPOCHS, QUALITY, MNIST)
 set -euo pipefail
 python=${PYTHON:-python3}
 all=$(nproc)
@@ -28,6 +33,7 @@ threads=${THREADS:-$( [ "$all" -gt 1 ] && echo "1 $all" || echo 1 )}
 rounds=${ROUNDS:-3}
 long_epochs=${LONG_EPOCHS:-14}
 accuracy_epochs=${ACCURACY_EPOCHS:-0}
+quality=${QUALITY:-1}
 networks=(cnn mlp seed-mlp)
 
 "$python" -c 'import torch, numpy' 2>/dev/null || {
@@ -46,7 +52,7 @@ ours() { # network, data, epochs, threads, log, extra options
 }
 theirs() { # network, data, epochs, threads, log, extra options
   "$python" bench/pytorch_reference.py --threads "$4" --config "configs/$1.toml" \
-    --data "$2" --epochs "$3" "${@:6}" > "$5"
+    --data "$2" ${3:+--epochs "$3"} "${@:6}" > "$5"
 }
 last() { # regex capturing the figure, log: the last match
   sed -n "s/$1/\1/p" "$2" | tail -n 1
@@ -102,8 +108,22 @@ awk -v t="$all" \
   -v pl="$(rates "$work/theirs-long.log" | tail -n 3 | median)" \
   'BEGIN { printf "long_run_cnn_batch32 threads %s mnist early %.0f late %.0f kept %.2f pytorch early %.0f late %.0f ratio %.2f\n", t, e, l, l / e, pe, pl, l / pl }'
 
+test_accuracy='^test: loss [0-9.]*, accuracy \([0-9.]*\)%'
+if [ "$quality" = 1 ]; then
+  "$MNIST" train --threads "$all" --backend cpu --config configs/fashion-best.toml \
+    --data "$work/csv" --output "$work/model-best" 2> "$work/ours.log"
+  theirs fashion-best "$work/csv" "" "$all" "$work/theirs.log"
+  card="$work/model-best/model.json"
+  awk -v t="$all" -v a="$(last "$test_accuracy" "$work/ours.log")" \
+    -v s="$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["training"]["seconds"])' "$card")" \
+    -v r="$(rates "$work/ours.log" | median)" \
+    -v b="$(last "$test_accuracy" "$work/theirs.log")" \
+    -v ps="$(sed -n 's/^epoch [0-9]*: .*; \([0-9.]*\)s, [0-9]* samples\/s$/\1/p' "$work/theirs.log" | awk '{ s += $1 } END { print s }')" \
+    -v pr="$(rates "$work/theirs.log" | median)" \
+    'BEGIN { printf "quality_fashion_best threads %s mnist accuracy %.2f seconds %.0f samples_per_s %.0f pytorch accuracy %.2f seconds %.0f samples_per_s %.0f difference %+.2f ratio %.2f\n", t, a, s, r, b, ps, pr, a - b, r / pr }'
+fi
+
 [ "$accuracy_epochs" -gt 0 ] || exit 0
-test_accuracy='^test: loss [0-9.]*, accuracy \([0-9.]*\)%$'
 for net in "${networks[@]}"; do
   ours "$net" "$work/csv" "$accuracy_epochs" "$all" "$work/ours.log"
   theirs "$net" "$work/csv" "$accuracy_epochs" "$all" "$work/theirs.log"

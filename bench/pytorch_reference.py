@@ -17,6 +17,7 @@ timing waits for the GPU to finish.
 Needs torch and numpy (`pip install torch numpy`); CI does not run it.
 """
 import argparse
+import copy
 import math
 import sys
 import time
@@ -49,17 +50,61 @@ def network(model, side):
         layers += [nn.Linear(width, CLASSES), activation(model.get("output_activation", "identity"))]
         return nn.Sequential(*layers)
     kernel, pool = model.get("kernel_size", 3), max(model.get("pool", 2), 1)
-    layers, channels = [nn.Unflatten(1, (1, side, side))], 1
-    for out in model["channels"]:
-        layers += [nn.Conv2d(channels, out, kernel), activation(act)]
+    pad, norm = model.get("padding", 0), model.get("batch_norm", False)
+    pool_after = model.get("pool_after", [len(model["channels"])])
+    layers, channels, features = [nn.Unflatten(1, (1, side, side))], 1, side
+    # As cnn.rs: convolution, its max-pool where pool_after says, batch norm, activation.
+    for index, out in enumerate(model["channels"], start=1):
+        layers.append(nn.Conv2d(channels, out, kernel, padding=pad))
+        features = features + 2 * pad - (kernel - 1)
+        if pool > 1 and index in pool_after:
+            layers.append(nn.MaxPool2d(pool))
+            features //= pool
+        if norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(activation(act))
         channels = out
-    features = (side - len(model["channels"]) * (kernel - 1)) // pool
-    layers += [nn.MaxPool2d(pool), nn.Dropout(model.get("conv_dropout", 0.0)), nn.Flatten()]
+    layers += [nn.Dropout(model.get("conv_dropout", 0.0)), nn.Flatten()]
     width = channels * features * features
     for out in model["hidden"]:
-        layers += [nn.Linear(width, out), activation(act), nn.Dropout(model.get("dropout", 0.0))]
+        layers.append(nn.Linear(width, out))
+        if norm:
+            layers.append(nn.BatchNorm1d(out))
+        layers += [activation(act), nn.Dropout(model.get("dropout", 0.0))]
         width = out
     return nn.Sequential(*layers, nn.Linear(width, CLASSES))
+
+
+def augment(config, pixels, side, generator):
+    """[augment] on a batch of raw pixels [n, side*side] (0 is background), as
+    src/stages/train/augment.rs does it: shift (background fill), mirror, erase."""
+    if not config:
+        return pixels
+    n = len(pixels)
+    x = pixels.view(n, side, side)
+    shift = config.get("shift", 0)
+    if shift:
+        padded = nn.functional.pad(x, (shift, shift, shift, shift))
+        offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator)
+        rows = (torch.arange(side) + offsets[:, :1])[:, :, None]
+        cols = (torch.arange(side) + offsets[:, 1:])[:, None, :]
+        x = padded[torch.arange(n)[:, None, None], rows, cols]
+    if config.get("flip", False):
+        mirror = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mirror[:, None, None], x.flip(-1), x)
+    erase = config.get("erase", 0.0)
+    if erase:
+        x = x.clone()
+        for i in torch.nonzero(torch.rand(n, generator=generator) < erase).flatten().tolist():
+            area = side * side * (0.02 + 0.23 * torch.rand(1, generator=generator).item())
+            aspect = math.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3))
+                              * torch.rand(1, generator=generator).item())
+            eh, ew = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < eh <= side and 0 < ew <= side:
+                top = torch.randint(0, side - eh + 1, (1,), generator=generator).item()
+                left = torch.randint(0, side - ew + 1, (1,), generator=generator).item()
+                x[i, top:top + eh, left:left + ew] = 0
+    return x.reshape(n, side * side)
 
 
 def preprocess(kind, pixels):
@@ -94,17 +139,52 @@ def schedule(config, base):
         every, gamma = max(config["every_epochs"], 1), config["gamma"]
         return lambda step, per_epoch, total: base * gamma ** ((step // max(per_epoch, 1)) // every)
     if kind == "cosine":
-        low = config.get("min_lr", 0.0)
-        return lambda step, per_epoch, total: low + (base - low) * 0.5 * (
-            1 + math.cos(math.pi * step / max(total, 1)))
+        low, warmup_epochs = config.get("min_lr", 0.0), config.get("warmup_epochs", 0.0)
+
+        def cosine(step, per_epoch, total):
+            warmup = round(warmup_epochs * per_epoch)
+            if step < warmup:
+                return base * (step + 1) / warmup
+            progress = (step - warmup) / max(total - warmup, 1)
+            return low + (base - low) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine
+    if kind == "one_cycle":
+        # torch.optim.lr_scheduler.OneCycleLR's cosine annealing, as Schedule::OneCycle.
+        pct, div = config.get("pct_start", 0.3), config.get("div_factor", 25.0)
+        final = config.get("final_div_factor", 1e4)
+
+        def one_cycle(step, per_epoch, total):
+            initial, last = base / div, base / div / final
+            peak = max(pct * total - 1, 1)
+            end = max(total - 1, peak + 1)
+            between = lambda a, b, t: b + (a - b) * 0.5 * (1 + math.cos(math.pi * t))
+            if step <= peak:
+                return between(initial, base, step / peak)
+            return between(base, last, min((step - peak) / (end - peak), 1))
+        return one_cycle
     sys.exit(f"pytorch_reference: schedule {kind!r} is not mapped")
 
 
-def loss_fn(kind):
+class Average:
+    """training.ema_decay: the moving average of the weights and buffers, as
+    src/stages/train/ema.rs keeps it."""
+
+    def __init__(self, model, decay):
+        self.model, self.decay = copy.deepcopy(model), decay
+
+    def update(self, model, step):
+        decay = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+                if mine.dtype.is_floating_point:
+                    mine.mul_(decay).add_(theirs, alpha=1 - decay)
+
+
+def loss_fn(kind, smoothing=0.0):
     if kind == "squared_error":
         # Half the summed squared error per example, as `mnist train` computes it.
         return lambda out, y: 0.5 * ((out - nn.functional.one_hot(y, CLASSES).float()) ** 2).sum(1).mean()
-    return nn.functional.cross_entropy
+    return lambda out, y: nn.functional.cross_entropy(out, y, label_smoothing=smoothing)
 
 
 def load(path):
@@ -147,21 +227,34 @@ def main():
     test_pixels, test_labels = load(f"{args.data}/test.csv")
     pixels, labels = pixels.to(device), labels.to(device)
     test_pixels, test_labels = test_pixels.to(device), test_labels.to(device)
-    inputs = preprocess(config["preprocess"], pixels)
-    held = round(len(inputs) * training.get("validation_split", 0.0))
-    order = torch.randperm(len(inputs), device=device)
-    train_x, train_y = inputs[order[held:]], labels[order[held:]]
+    held = round(len(pixels) * training.get("validation_split", 0.0))
+    order = torch.randperm(len(pixels), device=device)
+    train_pixels, train_y = pixels[order[held:]], labels[order[held:]]
+    valid_x = preprocess(config["preprocess"], pixels[order[:held]])
+    valid_y = labels[order[:held]]
+    side = int(pixels.shape[1] ** 0.5)
+    augmenting = config.get("augment", {})
+    generator = torch.Generator().manual_seed(training.get("seed", 42))
+    train_x = preprocess(config["preprocess"], train_pixels)
 
-    model = network(config["model"], int(pixels.shape[1] ** 0.5)).to(device)
+    model = network(config["model"], side).to(device)
     opt = optimizer(config["optimizer"], model.parameters())
     lr_at = schedule(config.get("schedule", {}), config["optimizer"]["lr"])
     loss = loss_fn(training.get("loss", "cross_entropy"))
+    train_loss = loss_fn(training.get("loss", "cross_entropy"), training.get("label_smoothing", 0.0))
+    decay = training.get("ema_decay", 0.0)
+    average = Average(model, decay) if decay > 0 else None
+    keep_best = training.get("keep", "best") == "best" and held > 0
+    patience = training.get("patience")
+    best = None  # (accuracy, epoch, state)
     batch = args.batch_size or training["batch_size"]
     epochs = args.epochs or training["epochs"]
     per_epoch = math.ceil(len(train_x) / batch)
     step = 0
     model.train()
     for epoch in range(1, epochs + 1):
+        if patience and best and epoch - 1 - best[1] >= patience:
+            break
         sync()
         start = time.perf_counter()
         total_loss = torch.zeros((), device=device)
@@ -170,20 +263,38 @@ def main():
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, per_epoch, per_epoch * epochs)
             step += 1
-            x, y = train_x[idx], train_y[idx]
+            if augmenting:
+                raw = augment(augmenting, train_pixels[idx].cpu(), side, generator).to(device)
+                x = preprocess(config["preprocess"], raw)
+            else:
+                x = train_x[idx]
+            y = train_y[idx]
             out = model(x)
-            step_loss = loss(out, y)
+            step_loss = train_loss(out, y)
             opt.zero_grad()
             step_loss.backward()
             opt.step()
+            if average:
+                average.update(model, step)
             total_loss += step_loss.detach() * len(idx)
             correct += (out.detach().argmax(1) == y).sum()
         n, total_loss, correct = len(train_x), total_loss.item(), correct.item()
         seconds = time.perf_counter() - start
+        evaluated = average.model if average else model
+        validation = ""
+        if held:
+            valid_loss, valid_accuracy = evaluate(evaluated, valid_x, valid_y, loss)
+            validation = f", validation loss {valid_loss:.4f}, accuracy {100 * valid_accuracy:.2f}%"
+            if keep_best and (best is None or valid_accuracy > best[0]):
+                best = (valid_accuracy, epoch, copy.deepcopy(evaluated.state_dict()))
         print(f"epoch {epoch}: train loss {total_loss / n:.4f}, "
-              f"accuracy {100 * correct / n:.2f}%; {seconds:.1f}s, "
+              f"accuracy {100 * correct / n:.2f}%{validation}; {seconds:.1f}s, "
               f"{n / seconds:.0f} samples/s", flush=True)
 
+    model = average.model if average else model
+    if best:
+        model.load_state_dict(best[2])
+        print(f"keeping epoch {best[1]} (validation accuracy {100 * best[0]:.2f}%)")
     test_x = preprocess(config["preprocess"], test_pixels)
     test_loss, accuracy = evaluate(model, test_x, test_labels, loss)
     print(f"test: loss {test_loss:.4f}, accuracy {100 * accuracy:.2f}%")

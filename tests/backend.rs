@@ -150,7 +150,23 @@ fn forward_passes_agree_between_wgpu_and_cpu() {
         Architecture::Cnn(CnnConfig {
             channels: vec![8, 16],
             kernel_size: 3,
+            padding: 0,
             pool: 2,
+            pool_after: None,
+            batch_norm: false,
+            hidden: vec![32],
+            activation: ActivationKind::Relu,
+            conv_dropout: 0.25,
+            dropout: 0.5,
+        }),
+        // Padded, pooled twice, batch-normalized: Burn's own layers on wgpu.
+        Architecture::Cnn(CnnConfig {
+            channels: vec![8, 16],
+            kernel_size: 3,
+            padding: 1,
+            pool: 2,
+            pool_after: Some(vec![1, 2]),
+            batch_norm: true,
             hidden: vec![32],
             activation: ActivationKind::Relu,
             conv_dropout: 0.25,

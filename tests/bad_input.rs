@@ -348,7 +348,8 @@ fn layers_that_do_not_fit_the_images_name_the_key_and_the_sizes() {
     let config = smoke_with("pool = 2", "pool = 27");
     let (err, outputs) = train_with_config(config.path());
     assert!(
-        err.contains("model.pool: the 27x27 pool is larger than the 26x26 feature maps it pools"),
+        err.contains("model.pool: the 27x27 pool after convolution 1 is larger than the 26x26 feature maps it \
+             pools"),
         "{err}"
     );
     assert!(outputs.is_empty());

@@ -147,7 +147,10 @@ mod tests {
         Architecture::Cnn(CnnConfig {
             channels,
             kernel_size,
+            padding: 0,
             pool,
+            pool_after: None,
+            batch_norm: false,
             hidden,
             activation: ActivationKind::Relu,
             conv_dropout: 0.0,
@@ -175,8 +178,30 @@ mod tests {
         let err = cnn(vec![8], 3, 19, vec![32]).check(input).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "model.pool: the 19x19 pool is larger than the 26x18 feature maps it pools"
+            "model.pool: the 19x19 pool after convolution 1 is larger than the 26x18 feature \
+             maps it pools"
         );
         assert_eq!(cnn(vec![8], 3, 18, vec![32]).check(input), Ok(()));
+        // Padded by 1, pooled after every convolution: 28x20 -> 14x10 -> 7x5 -> 3x2 -> 1x1,
+        // and a fifth pool does not fit.
+        let padded = |pool_after: Vec<usize>| match cnn(vec![4; 5], 3, 2, vec![8]) {
+            Architecture::Cnn(config) => Architecture::Cnn(CnnConfig {
+                padding: 1,
+                pool_after: Some(pool_after),
+                ..config
+            }),
+            mlp => mlp,
+        };
+        assert_eq!(padded(vec![1, 2, 3, 4]).check(input), Ok(()));
+        assert_eq!(
+            padded(vec![1, 2, 3, 4, 5])
+                .check(input)
+                .unwrap_err()
+                .to_string(),
+            "model.pool: the 2x2 pool after convolution 5 is larger than the 1x1 feature maps \
+             it pools"
+        );
+        let err = padded(vec![6]).check(input).unwrap_err();
+        assert_eq!(err.key, "model.pool_after");
     }
 }

@@ -21,12 +21,39 @@ pub struct TrainConfig {
     #[serde(default)]
     pub schedule: Schedule,
     #[serde(default)]
+    pub augment: Augment,
+    #[serde(default)]
     pub wandb: WandbConfig,
     #[serde(default, skip_serializing_if = "DataConfig::is_empty")]
     pub data: DataConfig,
     /// Set in the configs `mnist sweep` writes: which sweep and trial this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepTrial>,
+}
+
+/// `[augment]`: random changes to each training image, drawn afresh at every step (from the
+/// seed and the step, so that a run repeats and resumes exactly). Validation and test images
+/// are never changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Largest shift, in pixels, in each direction: a random crop of the image padded by this
+    /// much with background. Nothing wraps around.
+    #[serde(default)]
+    pub shift: usize,
+    /// Mirror half of the images left to right (for clothing; not for digits).
+    #[serde(default)]
+    pub flip: bool,
+    /// Probability of erasing a random rectangle (2% to 25% of the image, aspect 0.3 to 3.3)
+    /// to background: random erasing (Zhong et al., 2017).
+    #[serde(default)]
+    pub erase: f64,
+}
+
+impl Augment {
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[data]`: what the data's labels stand for.
@@ -109,6 +136,28 @@ pub struct Training {
     /// The longest time between two checkpoints within an epoch, in minutes.
     #[serde(default = "default_checkpoint_every_minutes")]
     pub checkpoint_every_minutes: f64,
+    /// Share of each target's probability spread over all classes (cross-entropy only).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Decay of an exponential moving average of the weights, updated after every step; when
+    /// set (0.999, say), the average is what is validated, kept and saved. 0 turns it off.
+    #[serde(default)]
+    pub ema_decay: f64,
+    /// Which epoch's network the model keeps: the one with the best validation accuracy (the
+    /// later of equals), or the last. Without validation data, the last.
+    #[serde(default)]
+    pub keep: Keep,
+    /// Stop once this many epochs in a row have not improved the best validation accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    #[default]
+    Best,
+    Last,
 }
 
 fn default_seed() -> u64 {
@@ -209,11 +258,41 @@ pub enum Schedule {
         every_epochs: usize,
         gamma: f64,
     },
-    /// Cosine decay from `lr` to `min_lr` over the whole run.
+    /// Cosine decay from `lr` to `min_lr` over the whole run, after a linear warm-up from 0
+    /// over the first `warmup_epochs`.
     Cosine {
         #[serde(default)]
         min_lr: f64,
+        #[serde(default)]
+        warmup_epochs: f64,
     },
+    /// PyTorch's `OneCycleLR` (cosine annealing): from `lr / div_factor` up to `lr` over the
+    /// first `pct_start` of the run, then down to `lr / div_factor / final_div_factor`.
+    OneCycle {
+        #[serde(default = "default_pct_start")]
+        pct_start: f64,
+        #[serde(default = "default_div_factor")]
+        div_factor: f64,
+        #[serde(default = "default_final_div_factor")]
+        final_div_factor: f64,
+    },
+}
+
+fn default_pct_start() -> f64 {
+    0.3
+}
+
+fn default_div_factor() -> f64 {
+    25.0
+}
+
+fn default_final_div_factor() -> f64 {
+    1e4
+}
+
+/// From `from` to `to` along half a cosine, at `progress` in [0, 1].
+fn cosine_between(from: f64, to: f64, progress: f64) -> f64 {
+    to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 impl Default for Schedule {
@@ -234,9 +313,32 @@ impl Schedule {
                 let epoch = step / steps_per_epoch.max(1);
                 base * gamma.powi((epoch / every_epochs.max(1)) as i32)
             }
-            Self::Cosine { min_lr } => {
-                let progress = step as f64 / total.max(1) as f64;
-                min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            Self::Cosine {
+                min_lr,
+                warmup_epochs,
+            } => {
+                let warmup = (warmup_epochs * steps_per_epoch as f64).round() as usize;
+                if step < warmup {
+                    return base * (step + 1) as f64 / warmup as f64;
+                }
+                let progress = (step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
+                cosine_between(base, min_lr, progress)
+            }
+            Self::OneCycle {
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                // PyTorch's phase ends: step `pct_start * total - 1`, and the last step.
+                let (initial, last) = (base / div_factor, base / div_factor / final_div_factor);
+                let peak = (pct_start * total as f64 - 1.0).max(1.0);
+                let end = (total as f64 - 1.0).max(peak + 1.0);
+                let step = step as f64;
+                if step <= peak {
+                    cosine_between(initial, base, step / peak)
+                } else {
+                    cosine_between(base, last, ((step - peak) / (end - peak)).min(1.0))
+                }
             }
         }
     }
@@ -327,6 +429,62 @@ impl TrainConfig {
         } = self.schedule
         {
             bail!("schedule.every_epochs: must be at least 1");
+        }
+        match self.schedule {
+            Schedule::Cosine { warmup_epochs, .. }
+                if !(warmup_epochs >= 0.0 && warmup_epochs <= t.epochs as f64) =>
+            {
+                bail!(
+                    "schedule.warmup_epochs: {warmup_epochs} is not in 0..={}",
+                    t.epochs
+                )
+            }
+            Schedule::OneCycle { pct_start, .. } if !(pct_start > 0.0 && pct_start < 1.0) => {
+                bail!("schedule.pct_start: {pct_start} is not in (0, 1)")
+            }
+            Schedule::OneCycle {
+                div_factor,
+                final_div_factor,
+                ..
+            } if !(div_factor >= 1.0 && final_div_factor >= 1.0) => {
+                bail!(
+                    "schedule.div_factor and schedule.final_div_factor: must be at least 1 \
+                     ({div_factor} and {final_div_factor} given)"
+                )
+            }
+            _ => {}
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            bail!(
+                "training.label_smoothing: {} is not in [0, 1)",
+                t.label_smoothing
+            );
+        }
+        if t.label_smoothing > 0.0 && t.loss != Loss::CrossEntropy {
+            bail!("training.label_smoothing: applies to the cross_entropy loss only");
+        }
+        if !(0.0..1.0).contains(&t.ema_decay) {
+            bail!("training.ema_decay: {} is not in [0, 1)", t.ema_decay);
+        }
+        if t.patience == Some(0) {
+            bail!("training.patience: must be at least 1 epoch");
+        }
+        if t.patience.is_some() && t.validation_split == 0.0 {
+            bail!(
+                "training.patience: early stopping needs validation data (training.validation_split)"
+            );
+        }
+        if !(0.0..=1.0).contains(&self.augment.erase) {
+            bail!(
+                "augment.erase: {} is not a probability in [0, 1]",
+                self.augment.erase
+            );
+        }
+        if self.augment.shift > 64 {
+            bail!(
+                "augment.shift: {} pixels is more than 64",
+                self.augment.shift
+            );
         }
         let (widths, dropouts): (Vec<usize>, Vec<(&str, f64)>) = match &self.model {
             Architecture::Mlp(mlp) => (mlp.hidden.clone(), vec![("model.dropout", mlp.dropout)]),
@@ -434,7 +592,7 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!(count, 5);
+        assert_eq!(count, 7);
     }
 
     #[test]
@@ -473,9 +631,30 @@ mod tests {
         assert_eq!(step.lr(0.1, 19, 10, 100), 0.1);
         assert_eq!(step.lr(0.1, 20, 10, 100), 0.05);
         assert_eq!(step.lr(0.1, 45, 10, 100), 0.025);
-        let cosine = Schedule::Cosine { min_lr: 0.0 };
+        let cosine = Schedule::Cosine {
+            min_lr: 0.0,
+            warmup_epochs: 0.0,
+        };
         assert_eq!(cosine.lr(0.1, 0, 10, 100), 0.1);
         assert!((cosine.lr(0.1, 50, 10, 100) - 0.05).abs() < 1e-12);
         assert!(cosine.lr(0.1, 99, 10, 100) < 1e-3);
+        let warm = Schedule::Cosine {
+            min_lr: 0.0,
+            warmup_epochs: 2.0,
+        };
+        assert!((warm.lr(0.1, 0, 10, 100) - 0.005).abs() < 1e-12);
+        assert!((warm.lr(0.1, 19, 10, 100) - 0.1).abs() < 1e-12);
+        assert_eq!(warm.lr(0.1, 20, 10, 100), 0.1);
+        assert!((warm.lr(0.1, 60, 10, 100) - 0.05).abs() < 1e-12);
+        // PyTorch's OneCycleLR(max_lr=0.1, total_steps=100) at steps 0, 29, 99.
+        let one_cycle = Schedule::OneCycle {
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        };
+        assert!((one_cycle.lr(0.1, 0, 10, 100) - 0.004).abs() < 1e-12);
+        assert!((one_cycle.lr(0.1, 29, 10, 100) - 0.1).abs() < 1e-12);
+        assert!((one_cycle.lr(0.1, 99, 10, 100) - 4e-7).abs() < 1e-12);
+        assert!(one_cycle.lr(0.1, 60, 10, 100) < 0.1);
     }
 }

@@ -26,7 +26,7 @@ pub struct ModelDir {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCard {
-    /// e.g. `cnn conv3x3 1-32-64 pool2 fc 9216-128-10 relu`.
+    /// e.g. `cnn conv3x3 1-32-64-pool2 fc 9216-128-10 relu`.
     pub summary: String,
     pub parameters: usize,
     pub input: InputShape,
@@ -88,6 +88,24 @@ pub struct TrainingInfo {
     pub samples_per_second: f64,
     /// Epochs this run continued from a checkpoint, if it did.
     pub resumed_from_epoch: Option<usize>,
+    /// Which epoch's network the model is, and why; absent from cards written before it was
+    /// recorded (which kept the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<KeptEpoch>,
+}
+
+/// The epoch whose network a model keeps, beside the last one trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEpoch {
+    pub epoch: usize,
+    /// Its validation accuracy, where there was validation data.
+    pub validation_accuracy: Option<f64>,
+    pub last_epoch: usize,
+    pub last_validation_accuracy: Option<f64>,
+    /// Whether the weights are the moving average (`training.ema_decay`).
+    pub averaged: bool,
+    /// Whether training stopped before `training.epochs` (`training.patience`).
+    pub stopped_early: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Running a network over a dataset: batched forward passes, the loss, predictions.
 
 use anyhow::Result;
+use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use model::Network;
@@ -37,12 +38,14 @@ pub fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(indices, [len]), device)
 }
 
-/// The training objective of `outputs` `[batch, classes]` against `targets` `[batch]`.
-pub fn loss(loss: Loss, outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+/// The objective of `outputs` `[batch, classes]` against `targets` `[batch]`, with that share
+/// of label smoothing (cross-entropy only; 0 in evaluations).
+pub fn loss(loss: Loss, smoothing: f64, outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     match loss {
-        Loss::CrossEntropy => {
-            burn::nn::loss::CrossEntropyLoss::new(None, &outputs.device()).forward(outputs, targets)
-        }
+        Loss::CrossEntropy => CrossEntropyLossConfig::new()
+            .with_smoothing((smoothing > 0.0).then_some(smoothing as f32))
+            .init(&outputs.device())
+            .forward(outputs, targets),
         // Half the summed squared error per example, as the older Go example's update rule.
         Loss::SquaredError => {
             let [_, classes] = outputs.dims();
@@ -145,7 +148,7 @@ impl<'a> DeviceData<'a> {
             let batch = EVAL_BATCH.min(len - start);
             let outputs = network.forward(self.inputs.clone().narrow(0, start, batch));
             let targets = self.targets.clone().narrow(0, start, batch);
-            let batch_loss = loss(loss_kind, outputs.clone(), targets);
+            let batch_loss = loss(loss_kind, 0.0, outputs.clone(), targets);
             loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * batch as f64;
             predicted.add(outputs)?;
         }

@@ -1,6 +1,6 @@
-//! Convolution as matrix multiplies, one image at a time: with `cols [k, p]` an image unfolded
-//! (im2col: `k = c*kh*kw` rows, `p = oh*ow` output positions) and `w [o, k]` the flattened
-//! weights,
+//! Convolution (stride 1, with zero padding of `pad` pixels on every side) as matrix
+//! multiplies, one image at a time: with `cols [k, p]` an image unfolded (im2col: `k = c*kh*kw`
+//! rows, `p = oh*ow` output positions) and `w [o, k]` the flattened weights,
 //! - forward: `y = w x cols + bias`;
 //! - backward: `dwᵀ += cols x dyᵀ`, `dbias += rows of dy summed`, `dx = fold(wᵀ x dy)`.
 //!
@@ -17,8 +17,13 @@ use super::matmul::{Matrix, matmul};
 use super::{Grads, f32s, i32s, pool, reduce};
 
 /// A convolution: `[n, o, oh, ow]`.
-pub(super) fn forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-    let g = Geometry::of(&x, &weight);
+pub(super) fn forward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: FlexTensor,
+    pad: usize,
+) -> FlexTensor {
+    let g = Geometry::of(&x, &weight, pad);
     let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
     let mut y = vec![0.0f32; g.image[0] * g.output_len()];
@@ -40,9 +45,10 @@ pub(super) fn forward_pooled(
     x: FlexTensor,
     weight: FlexTensor,
     bias: FlexTensor,
+    pad: usize,
     size: usize,
 ) -> (FlexTensor, FlexTensor) {
-    let g = Geometry::of(&x, &weight);
+    let g = Geometry::of(&x, &weight, pad);
     let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
     let [ph, pw] = g.output().map(|side| side / size);
@@ -86,9 +92,10 @@ pub(super) fn backward(
     x: FlexTensor,
     weight: FlexTensor,
     dy: FlexTensor,
+    pad: usize,
     input_grad: bool,
 ) -> Grads<Flex> {
-    let g = Geometry::of(&x, &weight);
+    let g = Geometry::of(&x, &weight, pad);
     let dy = dy.to_contiguous();
     let grads = f32s(&dy).par_chunks(g.output_len()).map(OutputGrad::Dense);
     backward_images(g, x, weight, grads, input_grad)
@@ -100,9 +107,10 @@ pub(super) fn backward_pooled(
     weight: FlexTensor,
     dy: FlexTensor,
     argmax: FlexTensor,
+    pad: usize,
     input_grad: bool,
 ) -> Grads<Flex> {
-    let g = Geometry::of(&x, &weight);
+    let g = Geometry::of(&x, &weight, pad);
     let dy = dy.to_contiguous();
     let per_image = dy.shape().num_elements() / g.image[0];
     let grads = f32s(&dy)
@@ -255,10 +263,33 @@ struct Geometry {
     image: [usize; 4],
     kernel: [usize; 2],
     filters: usize,
+    /// Zero pixels around every side of the input.
+    pad: usize,
+}
+
+/// Where one row of unfolded pixels comes from: `cols[to + skip..to + skip + len]` is
+/// `image[from..from + len]`, and the rest of the row's `ow` values are padding (zero).
+struct Run {
+    to: usize,
+    from: usize,
+    skip: usize,
+    len: usize,
+}
+
+impl Run {
+    /// The pixels of the image the row copies.
+    fn source(&self) -> std::ops::Range<usize> {
+        self.from..self.from + self.len
+    }
+
+    /// Where in `cols` they go.
+    fn target(&self) -> std::ops::Range<usize> {
+        self.to + self.skip..self.to + self.skip + self.len
+    }
 }
 
 impl Geometry {
-    fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+    fn of(x: &FlexTensor, weight: &FlexTensor, pad: usize) -> Self {
         let image = x.shape().dims::<4>();
         let [filters, channels, kh, kw] = weight.shape().dims::<4>();
         assert_eq!(
@@ -266,20 +297,21 @@ impl Geometry {
             "conv2d_gemm: input and weight channels differ"
         );
         assert!(
-            image[2] >= kh && image[3] >= kw,
-            "conv2d_gemm: the kernel is larger than the image"
+            image[2] + 2 * pad >= kh && image[3] + 2 * pad >= kw,
+            "conv2d_gemm: the kernel is larger than the padded image"
         );
         Self {
             image,
             kernel: [kh, kw],
             filters,
+            pad,
         }
     }
 
     fn output(&self) -> [usize; 2] {
         let [_, _, h, w] = self.image;
         let [kh, kw] = self.kernel;
-        [h + 1 - kh, w + 1 - kw]
+        [h + 2 * self.pad + 1 - kh, w + 2 * self.pad + 1 - kw]
     }
 
     fn positions(&self) -> usize {
@@ -305,16 +337,36 @@ impl Geometry {
         self.patch() * self.positions()
     }
 
-    /// Calls `f(row of cols, offset of its first pixel in the image)` for each output row of
-    /// each unfolded row: the pixels under kernel position `(i, j)` of channel `ch`.
-    fn for_each_run(&self, mut f: impl FnMut(usize, usize)) {
+    /// Calls `f` with each [`Run`] of each unfolded row: the pixels under kernel position
+    /// `(i, j)` of channel `ch` for one output row. Rows that fall wholly in the padding have
+    /// `len` 0.
+    fn for_each_run(&self, mut f: impl FnMut(Run)) {
         let [_, _, h, w] = self.image;
         let [kh, kw] = self.kernel;
         let [oh, ow] = self.output();
+        let pad = self.pad;
         for row in 0..self.patch() {
             let (ch, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+            // Output columns whose input column `x + j - pad` is inside the image.
+            let skip = pad.saturating_sub(j).min(ow);
+            let end = (w + pad).saturating_sub(j).min(ow);
             for y in 0..oh {
-                f(row * oh * ow + y * ow, ch * h * w + (y + i) * w + j);
+                let to = row * oh * ow + y * ow;
+                let source = (y + i).checked_sub(pad).filter(|&sy| sy < h);
+                match source {
+                    Some(sy) if end > skip => f(Run {
+                        to,
+                        from: ch * h * w + sy * w + skip + j - pad,
+                        skip,
+                        len: end - skip,
+                    }),
+                    _ => f(Run {
+                        to,
+                        from: 0,
+                        skip: 0,
+                        len: 0,
+                    }),
+                }
             }
         }
     }
@@ -333,17 +385,17 @@ impl Geometry {
     /// im2col: `image [c, h, w]` to `cols [k, p]`.
     fn unfold(&self, image: &[f32], cols: &mut [f32]) {
         let ow = self.output()[1];
-        self.for_each_run(|to, from| {
-            cols[to..to + ow].copy_from_slice(&image[from..from + ow]);
+        self.for_each_run(|run| {
+            let target = run.target();
+            cols[run.to..target.start].fill(0.0);
+            cols[target.clone()].copy_from_slice(&image[run.source()]);
+            cols[target.end..run.to + ow].fill(0.0);
         });
     }
 
     /// The adjoint of [`Geometry::unfold`]: `cols [k, p]` summed into `image [c, h, w]`.
     fn fold(&self, cols: &[f32], image: &mut [f32]) {
-        let ow = self.output()[1];
         image.fill(0.0);
-        self.for_each_run(|from, to| {
-            add(&mut image[to..to + ow], &cols[from..from + ow]);
-        });
+        self.for_each_run(|run| add(&mut image[run.source()], &cols[run.target()]));
     }
 }

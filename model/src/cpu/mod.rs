@@ -21,6 +21,7 @@ mod elementwise;
 pub mod isa;
 mod linear;
 mod matmul;
+mod norm;
 mod optim;
 mod pool;
 mod reduce;
@@ -35,18 +36,22 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
+};
 use burn::prelude::*;
 use burn::tensor::DType;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuLayers: Backend {
-    /// A stride-1, unpadded convolution plus bias: `x [n, c, h, w]`, `weight [o, c, kh, kw]`,
-    /// `bias [o]`, result `[n, o, h - kh + 1, w - kw + 1]`.
+    /// A stride-1 convolution plus bias, the input padded with `pad` zeros on every side:
+    /// `x [n, c, h, w]`, `weight [o, c, kh, kw]`, `bias [o]`, result
+    /// `[n, o, h + 2 pad - kh + 1, w + 2 pad - kw + 1]`.
     fn cpu_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        pad: usize,
     ) -> FloatTensor<Self>;
 
     /// A fully connected layer: `x [n, in]`, `weight [in, out]`, `bias [out]`, result
@@ -63,7 +68,23 @@ pub trait CpuLayers: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        pad: usize,
         size: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Each channel's mean and biased variance over `x [n, c, ...]`: `[2, c]`, not tracked by
+    /// autodiff (as Burn's batch statistics are detached).
+    fn cpu_batch_statistics(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Batch normalization of `x [n, c, ...]` with `stats [2, c]` (means, variances): the
+    /// batch's own when `batch` (the gradient then goes through them too), else fixed ones.
+    fn cpu_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        batch: bool,
     ) -> FloatTensor<Self>;
 
     /// ReLU, as Burn's.
@@ -79,11 +100,12 @@ pub fn supported<const D: usize>(x: &Tensor<D>) -> bool {
 }
 
 /// See [`CpuLayers::cpu_conv2d`]. The caller checks [`supported`].
-pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, pad: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
+        pad,
     ))
 }
 
@@ -101,13 +123,41 @@ pub fn conv2d_max_pool2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Tensor<1>,
+    pad: usize,
     size: usize,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_conv2d_max_pool2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
+        pad,
         size,
+    ))
+}
+
+/// See [`CpuLayers::cpu_batch_statistics`]. The caller checks [`supported`].
+pub fn batch_statistics<const D: usize>(x: Tensor<D>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_batch_statistics(
+        x.into_dispatch(),
+    ))
+}
+
+/// See [`CpuLayers::cpu_batch_norm`]. The caller checks [`supported`].
+pub fn batch_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    stats: Tensor<2>,
+    epsilon: f64,
+    batch: bool,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as CpuLayers>::cpu_batch_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        stats.into_dispatch(),
+        epsilon,
+        batch,
     ))
 }
 
@@ -139,6 +189,7 @@ pub trait Kernels: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        pad: usize,
     ) -> FloatTensor<Self>;
 
     /// The gradients for the output gradient `dy`; that of `x` only if `input_grad`.
@@ -146,6 +197,7 @@ pub trait Kernels: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
+        pad: usize,
         input_grad: bool,
     ) -> Grads<Self>;
 
@@ -168,6 +220,7 @@ pub trait Kernels: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        pad: usize,
         size: usize,
     ) -> (FloatTensor<Self>, IntTensor<Self>);
 
@@ -177,6 +230,26 @@ pub trait Kernels: Backend {
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         argmax: IntTensor<Self>,
+        pad: usize,
+        input_grad: bool,
+    ) -> Grads<Self>;
+
+    fn batch_statistics(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    fn norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+
+    /// The gradients for `dy`: `weight` is gamma's, `bias` beta's.
+    fn norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        norm: Norm<Self>,
         input_grad: bool,
     ) -> Grads<Self>;
 
@@ -190,17 +263,18 @@ pub trait Kernels: Backend {
 }
 
 impl Kernels for Flex {
-    fn conv_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        conv::forward(x, weight, bias)
+    fn conv_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pad: usize) -> FlexTensor {
+        conv::forward(x, weight, bias, pad)
     }
 
     fn conv_backward(
         x: FlexTensor,
         weight: FlexTensor,
         dy: FlexTensor,
+        pad: usize,
         input_grad: bool,
     ) -> Grads<Self> {
-        conv::backward(x, weight, dy, input_grad)
+        conv::backward(x, weight, dy, pad, input_grad)
     }
 
     fn linear_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
@@ -220,9 +294,10 @@ impl Kernels for Flex {
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
+        pad: usize,
         size: usize,
     ) -> (FlexTensor, FlexTensor) {
-        conv::forward_pooled(x, weight, bias, size)
+        conv::forward_pooled(x, weight, bias, pad, size)
     }
 
     fn conv_pool_backward(
@@ -230,9 +305,34 @@ impl Kernels for Flex {
         weight: FlexTensor,
         dy: FlexTensor,
         argmax: FlexTensor,
+        pad: usize,
         input_grad: bool,
     ) -> Grads<Self> {
-        conv::backward_pooled(x, weight, dy, argmax, input_grad)
+        conv::backward_pooled(x, weight, dy, argmax, pad, input_grad)
+    }
+
+    fn batch_statistics(x: FlexTensor) -> FlexTensor {
+        norm::statistics(x)
+    }
+
+    fn norm_forward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f32,
+    ) -> FlexTensor {
+        norm::forward(x, gamma, beta, stats, epsilon)
+    }
+
+    fn norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        dy: FlexTensor,
+        norm: Norm<Self>,
+        input_grad: bool,
+    ) -> Grads<Self> {
+        norm::backward(x, gamma, dy, norm, input_grad)
     }
 
     fn relu_forward(x: FlexTensor) -> FlexTensor {
@@ -249,8 +349,8 @@ impl Kernels for Flex {
 }
 
 impl CpuLayers for Flex {
-    fn cpu_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        Self::conv_forward(x, weight, bias)
+    fn cpu_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pad: usize) -> FlexTensor {
+        Self::conv_forward(x, weight, bias, pad)
     }
 
     fn cpu_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
@@ -261,9 +361,25 @@ impl CpuLayers for Flex {
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
+        pad: usize,
         size: usize,
     ) -> FlexTensor {
-        Self::conv_pool_forward(x, weight, bias, size).0
+        Self::conv_pool_forward(x, weight, bias, pad, size).0
+    }
+
+    fn cpu_batch_statistics(x: FlexTensor) -> FlexTensor {
+        Self::batch_statistics(x)
+    }
+
+    fn cpu_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+        _batch: bool,
+    ) -> FlexTensor {
+        Self::norm_forward(x, gamma, beta, stats, epsilon as f32)
     }
 
     fn cpu_relu(x: FlexTensor) -> FlexTensor {
@@ -320,11 +436,26 @@ struct WeightedState<B: Backend> {
 #[derive(Debug, Clone)]
 enum Layer<B: Backend> {
     Linear,
-    Conv,
+    Conv {
+        pad: usize,
+    },
     /// A convolution and its max-pool, with where the maxima were.
     ConvPool {
         argmax: IntTensor<B>,
+        pad: usize,
     },
+    /// Batch normalization: the weights are gamma, the bias beta.
+    Norm(Norm<B>),
+}
+
+/// What the backward step of batch normalization needs besides the input and gamma.
+#[derive(Debug, Clone)]
+pub struct Norm<B: Backend> {
+    /// Means, then variances: `[2, c]`.
+    pub stats: FloatTensor<B>,
+    pub epsilon: f32,
+    /// Whether `stats` are the batch's own.
+    pub batch: bool,
 }
 
 impl<B: Kernels> Backward<B, 3> for WeightedBackward {
@@ -337,8 +468,11 @@ impl<B: Kernels> Backward<B, 3> for WeightedBackward {
         let input_grad = node_x.is_some();
         let computed = match layer {
             Layer::Linear => B::linear_backward(x, weight, dy, input_grad),
-            Layer::Conv => B::conv_backward(x, weight, dy, input_grad),
-            Layer::ConvPool { argmax } => B::conv_pool_backward(x, weight, dy, argmax, input_grad),
+            Layer::Conv { pad } => B::conv_backward(x, weight, dy, pad, input_grad),
+            Layer::ConvPool { argmax, pad } => {
+                B::conv_pool_backward(x, weight, dy, argmax, pad, input_grad)
+            }
+            Layer::Norm(norm) => B::norm_backward(x, weight, dy, norm, input_grad),
         };
         if let (Some(node), Some(dx)) = (node_x, computed.x) {
             grads.register::<B>(node.id, dx);
@@ -357,9 +491,10 @@ impl<B: Kernels, C: CheckpointStrategy> CpuLayers for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        pad: usize,
     ) -> FloatTensor<Self> {
         weighted_step::<B, C>(x, weight, bias, |x, weight, bias| {
-            (B::conv_forward(x, weight, bias), Layer::Conv)
+            (B::conv_forward(x, weight, bias, pad), Layer::Conv { pad })
         })
     }
 
@@ -377,11 +512,36 @@ impl<B: Kernels, C: CheckpointStrategy> CpuLayers for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        pad: usize,
         size: usize,
     ) -> FloatTensor<Self> {
         weighted_step::<B, C>(x, weight, bias, |x, weight, bias| {
-            let (y, argmax) = B::conv_pool_forward(x, weight, bias, size);
-            (y, Layer::ConvPool { argmax })
+            let (y, argmax) = B::conv_pool_forward(x, weight, bias, pad, size);
+            (y, Layer::ConvPool { argmax, pad })
+        })
+    }
+
+    fn cpu_batch_statistics(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::from_inner(B::batch_statistics(x.into_primitive()))
+    }
+
+    fn cpu_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        batch: bool,
+    ) -> FloatTensor<Self> {
+        let (stats, epsilon) = (stats.into_primitive(), epsilon as f32);
+        weighted_step::<B, C>(x, gamma, beta, |x, gamma, beta| {
+            let y = B::norm_forward(x, gamma, beta, stats.clone(), epsilon);
+            let norm = Norm {
+                stats,
+                epsilon,
+                batch,
+            };
+            (y, Layer::Norm(norm))
         })
     }
 

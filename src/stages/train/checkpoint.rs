@@ -1,4 +1,5 @@
-//! Checkpoints that `--resume` continues from: the network, the optimizer state and where
+//! Checkpoints that `--resume` continues from: the network, the optimizer state, the moving
+//! average of the weights and the best epoch's network where training keeps them, and where
 //! training stands (the epoch, the batches of it done and their running totals, the curves so
 //! far, the W&B run), written after each epoch, every few minutes, and when a signal stops
 //! training. Each is written to a temporary directory and renamed, so a checkpoint exists whole
@@ -9,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::prelude::Device;
 use burn::tensor::Bytes;
@@ -25,6 +27,10 @@ const STATE: &str = "state.json";
 /// The network's weights, in the same file as in a model directory.
 const WEIGHTS: &str = ModelDir::WEIGHTS;
 const OPTIMIZER: &str = "optimizer.bpk";
+/// The moving average of the weights (`training.ema_decay`).
+const AVERAGE: &str = "ema.bpk";
+/// The network of the best epoch so far (`training.keep = "best"`).
+const BEST: &str = "best.bpk";
 /// Checkpoints kept: the latest, and the one before in case the latest cannot be read.
 const KEEP: usize = 2;
 
@@ -43,6 +49,23 @@ pub struct CheckpointState {
     /// The W&B run that logs the training, for `--resume` to continue it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wandb: Option<RunIdentity>,
+    /// The epoch with the best validation accuracy so far, whose network is kept beside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestEpoch>,
+}
+
+/// The epoch with the best validation accuracy so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestEpoch {
+    pub epoch: usize,
+    pub validation_accuracy: f64,
+}
+
+/// The networks a checkpoint holds.
+pub struct Networks<'a> {
+    pub network: &'a Network,
+    pub average: Option<&'a Network>,
+    pub best: Option<&'a Network>,
 }
 
 /// A point within an epoch: the batches done and what they summed to.
@@ -68,6 +91,10 @@ pub struct Checkpoint {
     pub state: CheckpointState,
     pub network: Network,
     pub optimizer: ModuleOptimizer,
+    /// The moving average of the weights, when the run kept one.
+    pub average: Option<Network>,
+    /// The best epoch's network, when `state.best` names one.
+    pub best: Option<Network>,
     /// The checkpoint's directory.
     pub path: PathBuf,
 }
@@ -78,7 +105,7 @@ pub fn save(
     dir: &Path,
     step: usize,
     state: &CheckpointState,
-    network: &Network,
+    networks: Networks,
     optimizer: &ModuleOptimizer,
 ) -> Result<PathBuf> {
     let name = format!("step-{step:09}");
@@ -86,7 +113,12 @@ pub fn save(
     let temp = dir.join(format!(".{name}.partial"));
     let _ = fs::remove_dir_all(&temp);
     fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
-    output::write_file(&temp.join(WEIGHTS), &model::save_weights(network)?)?;
+    output::write_file(&temp.join(WEIGHTS), &model::save_weights(networks.network)?)?;
+    for (name, network) in [(AVERAGE, networks.average), (BEST, networks.best)] {
+        if let Some(network) = network {
+            output::write_file(&temp.join(name), &model::save_weights(network)?)?;
+        }
+    }
     let optimizer_bytes = optimizer
         .into_bytes()
         .map_err(|err| anyhow::anyhow!("serialising the optimizer state: {err}"))?;
@@ -165,10 +197,17 @@ pub fn latest(
 ) -> Option<Checkpoint> {
     candidates(dir).into_iter().find_map(|(state, path)| {
         match load(&path, &state, input, classes, optimizer.clone(), device) {
-            Ok((network, optimizer)) => Some(Checkpoint {
+            Ok(Loaded {
+                network,
+                optimizer,
+                average,
+                best,
+            }) => Some(Checkpoint {
                 state,
                 network,
                 optimizer,
+                average,
+                best,
                 path,
             }),
             Err(err) => {
@@ -186,15 +225,40 @@ fn load(
     classes: usize,
     optimizer: ModuleOptimizer,
     device: &Device,
-) -> Result<(Network, ModuleOptimizer)> {
+) -> Result<Loaded> {
     let read = |name: &str| {
         let file = path.join(name);
         fs::read(&file).with_context(|| format!("reading {}", file.display()))
     };
-    let network = model::load_weights(&state.config.model, input, classes, read(WEIGHTS)?, device)
-        .with_context(|| path.join(WEIGHTS).display().to_string())?;
+    let weights = |name: &str| {
+        model::load_weights(&state.config.model, input, classes, read(name)?, device)
+            .with_context(|| path.join(name).display().to_string())
+    };
+    let network = weights(WEIGHTS)?;
     let optimizer = optimizer
         .from_bytes(Bytes::from_bytes_vec(read(OPTIMIZER)?))
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.join(OPTIMIZER).display()))?;
-    Ok((network, optimizer))
+    // A checkpoint of a run without an average has none; one that names a best epoch must
+    // hold its network.
+    let average = match path.join(AVERAGE).exists() {
+        true => Some(weights(AVERAGE)?.valid()),
+        false => None,
+    };
+    let best = match state.best {
+        Some(_) => Some(weights(BEST)?.valid()),
+        None => None,
+    };
+    Ok(Loaded {
+        network,
+        optimizer,
+        average,
+        best,
+    })
+}
+
+struct Loaded {
+    network: Network,
+    optimizer: ModuleOptimizer,
+    average: Option<Network>,
+    best: Option<Network>,
 }

@@ -3,7 +3,9 @@
 //! (tracked in W&B, continuing the checkpoint's run), write the model.
 
 mod artifacts;
+mod augment;
 mod checkpoint;
+mod ema;
 mod optimizer;
 mod tracking;
 mod trainer;

@@ -7,18 +7,21 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use burn::tensor::TensorData;
 use model::Network;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::checkpoint::{self, Checkpoint, CheckpointState, Position};
+use super::augment;
+use super::checkpoint::{self, BestEpoch, Checkpoint, CheckpointState, Networks, Position};
+use super::ema::Ema;
 use super::optimizer;
 use crate::device::backend::Selected;
-use crate::formats::config::TrainConfig;
+use crate::formats::config::{Keep, TrainConfig};
 use crate::formats::curves::{Curves, EpochMetrics};
 use crate::formats::data::{Labelled, Splits};
-use crate::formats::model_dir::{DatasetInfo, ModelCard, TestMetrics, TrainingInfo};
+use crate::formats::model_dir::{DatasetInfo, KeptEpoch, ModelCard, TestMetrics, TrainingInfo};
 use crate::report::console::Console;
 use crate::report::evaluate::{self, ClassStats, DeviceData};
 use crate::report::metrics::{MetricsSink, Sinks, StepMetrics};
@@ -85,15 +88,20 @@ pub fn train(
     device.seed(t.seed);
     let mut run = match resumed {
         Some(checkpoint) => Run::resume(config, checkpoint, backend.chosen)?,
-        None => Run {
-            network: config.model.init(input, classes.count, &device),
-            optimizer: optimizer::build(&config.optimizer),
-            history: Vec::new(),
-            seconds_before: 0.0,
-            resumed_from: None,
-            within: None,
-            starting: Some(backend.chosen),
-        },
+        None => {
+            let network = config.model.init(input, classes.count, &device);
+            Run {
+                average: (t.ema_decay > 0.0).then(|| Ema::new(t.ema_decay, &network, None)),
+                network,
+                optimizer: optimizer::build(&config.optimizer),
+                best: None,
+                history: Vec::new(),
+                seconds_before: 0.0,
+                resumed_from: None,
+                within: None,
+                starting: Some(backend.chosen),
+            }
+        }
     };
     eprintln!(
         "training {} ({} parameters) on {} images of {} classes from {} ({} held out for validation, {} test), seed {}",
@@ -119,12 +127,18 @@ pub fn train(
         last: Instant::now(),
         started: Instant::now(),
     };
+    let keep_best = t.keep == Keep::Best && !validation.is_empty();
     for epoch in first_epoch..=t.epochs {
+        if run.patience_ran_out(t.patience) {
+            break;
+        }
         let epoch_started = Instant::now();
         let totals = run.epoch(config, &data, epoch, &device, &mut sinks, &mut clock)?;
         let training_seconds = epoch_started.elapsed().as_secs_f64();
+        // The network the model would keep: the average of the weights when there is one.
+        let network = run.evaluated();
         let validation = (!validation.is_empty())
-            .then(|| held_out.evaluate(&run.network.valid(), t.loss))
+            .then(|| held_out.evaluate(&network, t.loss))
             .transpose()?;
         let metrics = EpochMetrics {
             epoch,
@@ -137,10 +151,34 @@ pub fn train(
         };
         sinks.epoch(&metrics);
         run.history.push(metrics);
+        if let Some(accuracy) = validation.map(|v| v.accuracy).filter(|_| keep_best)
+            // On a tie, the later epoch: as good on validation, and trained longer.
+            && run.best.as_ref().is_none_or(|(best, _)| accuracy >= best.validation_accuracy)
+        {
+            let best = BestEpoch {
+                epoch,
+                validation_accuracy: accuracy,
+            };
+            run.best = Some((best, network));
+        }
         clock.save(&run, config, epoch * steps_per_epoch, None, &sinks)?;
     }
 
-    let network = run.network.valid();
+    let last = run.history.last().map(|m| (m.epoch, m.validation_accuracy));
+    let (last_epoch, last_accuracy) = last.unwrap_or((0, None));
+    let stopped_early = last_epoch < t.epochs;
+    let (network, kept) = match run.best.take() {
+        Some((best, network)) => {
+            eprintln!(
+                "keeping epoch {} (validation accuracy {:.2}%; the last, epoch {last_epoch}: {})",
+                best.epoch,
+                best.validation_accuracy * 100.0,
+                last_accuracy.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
+            );
+            (network, (best.epoch, Some(best.validation_accuracy)))
+        }
+        None => (run.evaluated(), (last_epoch, last_accuracy)),
+    };
     let test =
         DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(&network, t.loss)?;
     let per_class = ClassStats::of(splits.source.clone(), classes, &splits.test.labels, &test);
@@ -172,6 +210,14 @@ pub fn train(
             seconds,
             samples_per_second: (epochs * train.len()) as f64 / seconds.max(1e-9),
             resumed_from_epoch: run.resumed_from,
+            kept: Some(KeptEpoch {
+                epoch: kept.0,
+                validation_accuracy: kept.1,
+                last_epoch,
+                last_validation_accuracy: last_accuracy,
+                averaged: run.average.is_some(),
+                stopped_early,
+            }),
         },
         metrics,
         // What the run is part of (the Pachyderm job, the W&B run): the stage fills it in.
@@ -193,6 +239,10 @@ pub fn train(
 struct Run {
     network: Network,
     optimizer: ModuleOptimizer,
+    /// The moving average of the weights, when training keeps one.
+    average: Option<Ema>,
+    /// The best epoch so far and its network, when training keeps the best.
+    best: Option<(BestEpoch, Network)>,
     history: Vec<EpochMetrics>,
     /// Training time spent before a resume.
     seconds_before: f64,
@@ -220,6 +270,8 @@ impl Run {
             state,
             network,
             optimizer,
+            average,
+            best,
             path,
         } = checkpoint;
         anyhow::ensure!(
@@ -232,7 +284,10 @@ impl Run {
             None => format!("epoch {}", state.epoch),
         };
         eprintln!("resuming after {place} ({})", path.display());
+        let decay = config.training.ema_decay;
         Ok(Self {
+            average: (decay > 0.0).then(|| Ema::new(decay, &network, average)),
+            best: state.best.zip(best),
             network,
             optimizer,
             resumed_from: Some(state.history.len()),
@@ -241,6 +296,24 @@ impl Run {
             within: state.within,
             starting: Some(chosen),
         })
+    }
+
+    /// The network validation sees and the model keeps, on the device without autodiff: the
+    /// moving average of the weights when there is one. A copy of its own: batch
+    /// normalization's running statistics are shared by clones.
+    fn evaluated(&self) -> Network {
+        match &self.average {
+            Some(average) => average.network.valid(),
+            None => self.network.valid(),
+        }
+    }
+
+    /// Whether `patience` epochs in a row have passed without a better validation accuracy.
+    fn patience_ran_out(&self, patience: Option<usize>) -> bool {
+        match (patience, &self.best) {
+            (Some(patience), Some((best, _))) => self.history.len() - best.epoch >= patience,
+            _ => false,
+        }
     }
 
     /// One pass over the shuffled training data, from where a checkpoint left it. Never inlined,
@@ -285,15 +358,22 @@ impl Run {
                 steps_per_epoch,
                 total_steps,
             );
-            device.seed(step_seed(t.seed, step));
+            let seed = step_seed(t.seed, step);
+            device.seed(seed);
             let indices = evaluate::index_tensor(batch, device);
-            let x = data.inputs.clone().select(0, indices.clone());
+            let x = match config.augment.is_off() {
+                true => data.inputs.clone().select(0, indices.clone()),
+                false => augmented(config, data, batch, seed, device),
+            };
             let y = data.targets.clone().select(0, indices);
             let outputs = self.network.forward(x);
-            let loss = evaluate::loss(t.loss, outputs.clone(), y.clone());
+            let loss = evaluate::loss(t.loss, t.label_smoothing, outputs.clone(), y.clone());
             window.add(&loss, outputs.detach(), y, batch.len());
             let grads = GradientsParams::from_grads(loss.backward(), &self.network);
             self.network = self.optimizer.step(lr, self.network.clone(), grads);
+            if let Some(average) = &mut self.average {
+                average.update(&self.network, step);
+            }
             if let Some(chosen) = self.starting.take() {
                 // Waits once for the device, so that the start-up (kernels compiled and tuned
                 // unless the GPU cache held them) is measured, not just queued.
@@ -400,12 +480,18 @@ impl CheckpointClock<'_> {
             history: run.history.clone(),
             seconds: run.seconds_before + self.started.elapsed().as_secs_f64(),
             wandb: sinks.run_identity(),
+            best: run.best.as_ref().map(|(best, _)| *best),
+        };
+        let networks = Networks {
+            network: &run.network,
+            average: run.average.as_ref().map(|average| &average.network),
+            best: run.best.as_ref().map(|(_, network)| network),
         };
         let path = checkpoint::save(
             &self.checkpoints.dir,
             step,
             &state,
-            &run.network,
+            networks,
             &run.optimizer,
         )?;
         self.last = Instant::now();
@@ -413,7 +499,25 @@ impl CheckpointClock<'_> {
     }
 }
 
-/// A seed for the dropout masks of global step `step`: a resumed run draws what the
+/// The images at `batch`, changed by `[augment]` with the draws of `seed`, preprocessed, on
+/// `device`.
+fn augmented(
+    config: &TrainConfig,
+    data: &DeviceData,
+    batch: &[usize],
+    seed: u64,
+    device: &Device,
+) -> Tensor<2> {
+    let images = &data.data.images;
+    let pixels = augment::gather(&config.augment, &images.pixels, images.shape, batch, seed);
+    let inputs = TensorData::new(
+        config.preprocess.apply(&pixels),
+        [batch.len(), images.shape.pixels()],
+    );
+    Tensor::from_data(inputs, device)
+}
+
+/// A seed for the dropout masks and augmentation of global step `step`: a resumed run draws what the
 /// uninterrupted one would have, wherever it was stopped.
 fn step_seed(seed: u64, step: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
