@@ -69,6 +69,15 @@ fn assert_same_layer<const D: usize, const W: usize>(
     assert_close("bias gradient", bias(&grads_ours), bias(&grads_ref));
 }
 
+/// `f` run on a thread pool of `threads` threads.
+fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+        .install(f)
+}
+
 fn parameters(conv: &Conv2d) -> (&Param<Tensor<4>>, Option<&Param<Tensor<1>>>) {
     (&conv.weight, conv.bias.as_ref())
 }
@@ -173,11 +182,7 @@ fn batch_norm_gradients_do_not_depend_on_the_thread_count() {
     let norm = batch_norm(6, &device);
     let x = random([24, 6, 9, 9], &device).require_grad();
     let gradients = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
+        on_threads(threads, || {
             let y = layers::batch_norm(&norm, x.clone());
             let grads = (y.clone() * y).sum().backward();
             let input = x.grad(&grads).expect("input gradient").into_data();
@@ -226,11 +231,7 @@ fn gradients_do_not_depend_on_the_thread_count() {
     let pool: MaxPool2d = MaxPool2dConfig::new([2, 2]).init();
     let x = random([20, 4, 14, 14], &device);
     let gradients = |threads: usize| {
-        let pool_threads = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        pool_threads.install(|| {
+        on_threads(threads, || {
             let y = layers::conv2d_max_pool2d(&layer, &pool, x.clone());
             let grads = y.sum().backward();
             layer
