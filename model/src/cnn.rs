@@ -308,6 +308,8 @@ impl Cnn {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Mutex, PoisonError};
+
     use burn::tensor::Distribution;
 
     use super::*;
@@ -376,6 +378,11 @@ mod tests {
     /// Our layers and Burn's on the same weights and images: outputs within 1e-5, every
     /// gradient within 1e-5, the same running statistics after a training step.
     fn check_against_burn(config: &CnnConfig, input: InputShape, label: &str) {
+        // Flex has one random generator for the process and tests run in parallel: without the
+        // lock, another test's draws come between the seed and this one's, and the weights and
+        // images change from run to run.
+        static GENERATOR: Mutex<()> = Mutex::new(());
+        let _generator = GENERATOR.lock().unwrap_or_else(PoisonError::into_inner);
         let device = Device::flex().autodiff();
         device.seed(11);
         let ours = config.init(input, 10, &device);
