@@ -75,9 +75,8 @@ fn figures(model: &Path) -> (Value, Value, Vec<Value>) {
         .unwrap()
         .iter()
         .map(|e| {
-            let round = |v: &Value| Value::from((v.as_f64().unwrap() * 1e5).round() / 1e5);
             Value::from(vec![
-                round(&e["train_loss"]),
+                e["train_loss"].clone(),
                 e["validation_loss"].clone(),
                 e["validation_accuracy"].clone(),
             ])

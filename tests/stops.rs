@@ -84,10 +84,8 @@ fn figures(model: &Path) -> (Value, Vec<(Value, Value, Value)>) {
     let per_epoch = epochs
         .iter()
         .map(|e| {
-            // Epoch totals are summed on the device in f32, in windows a checkpoint may cut.
-            let round = |v: &Value| Value::from((v.as_f64().unwrap() * 1e5).round() / 1e5);
             (
-                round(&e["train_loss"]),
+                e["train_loss"].clone(),
                 e["validation_loss"].clone(),
                 e["validation_accuracy"].clone(),
             )

@@ -342,13 +342,8 @@ impl Run {
             samples: 0,
         });
 
-        let mut window = Window::new(device);
-        let mut totals = Totals {
-            loss: start.loss,
-            correct: start.correct,
-            samples: start.samples,
-            samples_now: 0,
-        };
+        let mut window = Window::new(&start, device);
+        let mut samples_now = 0;
         let batches = order.chunks(t.batch_size).enumerate().skip(start.batches);
         for (i, batch) in batches {
             let step = (epoch - 1) * steps_per_epoch + i + 1;
@@ -397,10 +392,7 @@ impl Run {
                     }
                     .into());
                 }
-                totals.loss += loss;
-                totals.correct += correct;
-                totals.samples += samples;
-                totals.samples_now += samples;
+                samples_now += samples;
                 // Figures of a window cut short by a checkpoint go into the epoch's only.
                 report.then(|| StepMetrics {
                     epoch,
@@ -416,12 +408,7 @@ impl Run {
             };
             sinks.step(step, metrics.as_ref());
             if checkpoint {
-                let position = Position {
-                    batches: i + 1,
-                    loss: totals.loss,
-                    correct: totals.correct,
-                    samples: totals.samples,
-                };
+                let position = window.position(i + 1);
                 let path = clock.save(self, config, step, Some((epoch, position)), sinks)?;
                 let kept = format!(
                     "the checkpoint of epoch {epoch}, batch {} of {steps_per_epoch} is kept in {}",
@@ -440,7 +427,13 @@ impl Run {
                 }
             }
         }
-        Ok(totals)
+        let sums = window.position(0);
+        Ok(Totals {
+            loss: sums.loss,
+            correct: sums.correct,
+            samples: sums.samples,
+            samples_now,
+        })
     }
 }
 
@@ -541,15 +534,21 @@ struct Window {
     loss: Tensor<1>,
     correct: Tensor<1, Int>,
     samples: usize,
+    /// The sums at the last read, and when it was.
+    read: Position,
     since: Instant,
 }
 
 impl Window {
-    fn new(device: &Device) -> Self {
+    /// Sums that go on from `start`'s: one chain of additions from the epoch's first batch
+    /// however often it is read, so that an epoch resumed from a checkpoint sums to the very
+    /// figures of one that was not (`start.loss` is an f32 sum, exact in f64).
+    fn new(start: &Position, device: &Device) -> Self {
         Self {
-            loss: Tensor::zeros([1], device),
-            correct: Tensor::zeros([1], device),
-            samples: 0,
+            loss: Tensor::from_floats([start.loss as f32], device),
+            correct: Tensor::from_ints([start.correct as i64], device),
+            samples: start.samples,
+            read: *start,
             since: Instant::now(),
         }
     }
@@ -566,17 +565,30 @@ impl Window {
         Ok(())
     }
 
-    /// Summed loss, correct count, samples and seconds since the last read; then starts anew.
+    /// Loss, correct count, samples and seconds since the last read.
     fn read(&mut self) -> Result<(f64, usize, usize, f64)> {
-        let loss = f64::from(self.loss.clone().try_into_scalar::<f32>()?);
-        let correct = self.correct.clone().try_into_scalar::<i64>()? as usize;
-        let read = (
-            loss,
-            correct,
-            self.samples,
+        let now = Position {
+            batches: 0,
+            loss: f64::from(self.loss.clone().try_into_scalar::<f32>()?),
+            correct: self.correct.clone().try_into_scalar::<i64>()? as usize,
+            samples: self.samples,
+        };
+        let since = (
+            now.loss - self.read.loss,
+            now.correct - self.read.correct,
+            now.samples - self.read.samples,
             self.since.elapsed().as_secs_f64(),
         );
-        *self = Self::new(&self.loss.device());
-        Ok(read)
+        self.read = now;
+        self.since = Instant::now();
+        Ok(since)
+    }
+
+    /// The epoch's sums at the last read, after `batches` batches.
+    fn position(&self, batches: usize) -> Position {
+        Position {
+            batches,
+            ..self.read
+        }
     }
 }
