@@ -34,6 +34,9 @@ endef
 # W&B server of the tests (with numpy and pillow, which its images need).
 APT_PACKAGES := dataset-fashion-mnist mesa-vulkan-drivers libvulkan1 qemu-user
 PIP_PACKAGES := pytest==8.3.5 jsonschema==4.26.0 wandb==0.31.0 numpy==2.4.6 pillow==13.0.0
+# What the export tests load the exported models with (PyTorch from PyPI: ~3 GB with its CUDA
+# libraries, which it needs to import even on a CPU; installed once per machine).
+PIP_PACKAGES += onnx==1.23.2 onnxruntime==1.32.0 safetensors==0.8.0 torch==2.15.0
 SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup build test demo bench bench-compare bench-gpu profile lint clean-demo docker-gpu push all repos secret upload sweep-push sweep-watch sweep-local pipelines update-pipelines clean
@@ -47,10 +50,11 @@ setup:
 	python3 -m pip install -q --disable-pip-version-check $(PIP_PACKAGES)
 
 # The Rust tests, then the pipeline specs and the rehearsal of the DAG (Python: pytest and
-# jsonschema) against the binary the first step built.
+# jsonschema) and the exports in ONNX Runtime and PyTorch, against the binary the first step
+# built.
 test:
 	$(CARGO) test --release --workspace
-	python3 -m pytest -q tests/pipelines
+	python3 -m pytest -q tests/pipelines tests/exports
 
 lint:
 	$(CARGO) fmt --check

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throughput of the mnist stages on Fashion-MNIST, one line per figure:
-#   parse MB/s, CSV load MB/s, training samples/s (seed-mlp, mlp, cnn) and inference images/s.
+#   parse MB/s, CSV load MB/s, training samples/s (seed-mlp, mlp, cnn), inference images/s, and
+#   ONNX Runtime's images/s on the exported cnn (bench/onnx_runtime.py).
 # Training runs one epoch on the first 6,400 training images (cnn: 3,200) to keep the run short.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -32,3 +33,8 @@ cut -d, -f2- "$work/csv/test.csv" > "$work/attributes.csv"
 mnist infer --backend cpu --model "$work/model-cnn" --input "$work/attributes.csv" \
   --output "$work/inferred" 2> "$work/infer.log"
 figure infer_cnn_images_per_s '.*(\([0-9]*\) images\/s).*' "$work/infer.log"
+
+# The same model exported to ONNX, in ONNX Runtime on as many threads.
+mnist export --model "$work/model-cnn" --format onnx --output "$work/exported" 2> /dev/null
+echo "infer_cnn_onnxruntime_images_per_s $(python3 bench/onnx_runtime.py \
+  "$work/exported/model.onnx" "$work/attributes.csv" "${MNIST_THREADS:-$(nproc)}")"

@@ -21,6 +21,7 @@ use crate::formats::model_dir::ModelDir;
 use crate::formats::pixels_csv::{self, LabelColumn};
 use crate::formats::png_digit;
 use crate::report::metrics::Sinks;
+use crate::stages::export::{self, ExportArgs, FormatChoice};
 use crate::stages::image::{self, ImageArgs};
 use crate::stages::infer::{self, InferArgs};
 use crate::stages::parse::{self, ParseArgs};
@@ -328,7 +329,7 @@ fn trained_model(dir: &Path) -> ModelDir {
     )
     .unwrap();
     let model_dir = ModelDir::new(dir.join("model"));
-    (model_dir.write(&model.network, &model.card, &model.curves)).unwrap();
+    (model_dir.write(&model.network, &model.card, &model.curves, &[])).unwrap();
     model_dir
 }
 
@@ -360,9 +361,21 @@ fn model_directories_loaded_and_through_infer() {
             output: dir.join("out"),
             backend: BackendChoice::Cpu,
             class_names: false,
+            probabilities: false,
             wandb_key_file: None,
         };
         stage(&args.output, || infer::run(&args))
+    });
+    fuzz("export, model", 100, &originals, |dir, spoilt, bytes| {
+        let model = dir.join("model");
+        std::fs::create_dir_all(&model).unwrap();
+        write_spoilt(&model, &files, &originals, spoilt, bytes);
+        let args = ExportArgs {
+            model,
+            format: FormatChoice::All,
+            output: Some(dir.join("out")),
+        };
+        stage(&dir.join("out"), || export::run(&args))
     });
 }
 
@@ -456,6 +469,7 @@ fn stages_refusing_input_leave_no_output() {
             output: dir.join("out"),
             backend: BackendChoice::Cpu,
             class_names: false,
+            probabilities: false,
             wandb_key_file: None,
         };
         stage(&args.output, || infer::run(&args))

@@ -46,6 +46,8 @@ enum Command {
     Select(stages::select::SelectArgs),
     /// Classify CSV rows or PNG images with a trained model.
     Infer(stages::infer::InferArgs),
+    /// Write a trained model as ONNX, or as safetensors with the PyTorch module that loads it.
+    Export(stages::export::ExportArgs),
     /// Parameter statistics of a model and, with labelled data, its accuracy per class.
     Stats(stages::stats::StatsArgs),
     /// Render inference CSVs as GIFs: each image scaled up with its predicted label.
@@ -86,6 +88,7 @@ fn run() -> ExitCode {
         Command::Sweep(args) => stages::sweep::run(args),
         Command::Select(args) => stages::select::run(args),
         Command::Infer(args) => stages::infer::run(args),
+        Command::Export(args) => stages::export::run(args),
         Command::Stats(args) => stages::stats::run(args),
         Command::Image(args) => stages::image::run(args),
         Command::Fetch(args) => stages::fetch::run(args),

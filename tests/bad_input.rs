@@ -525,3 +525,46 @@ fn sweep_files_and_model_sets_that_cannot_be_used() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn exports_of_no_model_in_an_unknown_format_or_to_where_files_cannot_go() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("exports");
+    let export = |model: &Path, format: &str, out: &Path| {
+        fails(
+            mnist()
+                .args(["export", "--format", format, "--model"])
+                .arg(model)
+                .arg("--output")
+                .arg(out),
+        )
+    };
+    let err = export(&work.path().join("missing"), "all", &out);
+    assert!(err.contains("missing: no such model directory"), "{err}");
+    assert!(!out.exists());
+
+    let model = work.path().join("model");
+    train_smoke(&model);
+    let err = export(&model, "pickle", &out);
+    assert!(
+        err.contains("invalid value 'pickle'") && err.contains("onnx, safetensors, all"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // A file where the output directory would go.
+    fs::write(&out, b"not a directory").unwrap();
+    let err = export(&model, "all", &out);
+    assert!(
+        err.contains(&format!("creating directory {}", out.display())),
+        "{err}"
+    );
+    fs::remove_file(&out).unwrap();
+
+    // The last file cannot take its name: the two renamed before it are taken back.
+    fs::create_dir_all(out.join("model.py")).unwrap();
+    let err = export(&model, "all", &out);
+    assert!(err.contains("model.py"), "{err}");
+    assert_eq!(listing(&out), ["model.py"]);
+    assert!(listing(&out.join("model.py")).is_empty());
+}

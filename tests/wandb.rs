@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::fake_wandb::{FakeWandb, Fault, operation_name};
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const KEY: &str = "local-0123456789abcdef0123456789abcdef01234567";
 
@@ -19,6 +19,17 @@ fn train(server: &str, out: &Path, env: &[(&str, &str)]) -> Output {
 
 /// `train` with its own command-line overrides.
 fn train_with(server: &str, out: &Path, env: &[(&str, &str)], overrides: &[&str]) -> Output {
+    train_config(server, out, env, &config("smoke.toml"), overrides)
+}
+
+/// `train_with` of another config.
+fn train_config(
+    server: &str,
+    out: &Path,
+    env: &[(&str, &str)],
+    config: &Path,
+    overrides: &[&str],
+) -> Output {
     let mut cmd = mnist();
     cmd.env("WANDB_MODE", "online")
         .env("WANDB_BASE_URL", server)
@@ -27,7 +38,7 @@ fn train_with(server: &str, out: &Path, env: &[(&str, &str)], overrides: &[&str]
         .args(["train", "--backend", "cpu"])
         .args(overrides)
         .arg("--config")
-        .arg(config("smoke.toml"))
+        .arg(config)
         .arg("--output")
         .arg(out.join("model"))
         .arg("--wandb-key-file")
@@ -169,6 +180,61 @@ fn a_run_delivers_config_history_summary_files_and_its_end() {
         events[0]["system.proc.memory.rssMB"].as_f64().unwrap() > 0.0,
         "{events:?}"
     );
+}
+
+#[test]
+fn the_model_artifact_carries_the_exports_the_config_asks_for() {
+    let server = FakeWandb::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("exported.toml");
+    let smoke = std::fs::read_to_string(config("smoke.toml")).unwrap();
+    std::fs::write(
+        &exported,
+        format!("{smoke}\n[export]\nformats = [\"onnx\", \"safetensors\"]\n"),
+    )
+    .unwrap();
+    let output = train_config(
+        &server.url,
+        out.path(),
+        &[("WANDB_API_KEY", KEY)],
+        &exported,
+        &["--epochs", "1"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let model_input = artifact_requests(&server, "CreateArtifact")
+        .into_iter()
+        .map(|r| r["variables"]["input"].clone())
+        .find(|i| i["artifactTypeName"] == "model")
+        .unwrap();
+    let metadata: Value = serde_json::from_str(model_input["metadata"].as_str().unwrap()).unwrap();
+    let exports = &metadata["exports"];
+    assert_eq!(exports["onnx"]["opset"], 13, "{metadata}");
+    assert_eq!(exports["onnx"]["files"], json!(["model.onnx"]));
+    assert_eq!(exports["onnx"]["input_shape"], json!(["batch", 1, 28, 28]));
+    assert_eq!(exports["onnx"]["preprocess"]["kind"], "scale");
+    assert_eq!(
+        exports["safetensors"]["files"],
+        json!(["model.safetensors", "model.py"])
+    );
+    let state = server.state();
+    let version = state
+        .artifacts
+        .iter()
+        .find(|a| a.collection() == "mnist-cnn")
+        .unwrap();
+    let manifest: Value =
+        serde_json::from_slice(&state.puts[&format!("/storage/manifest/{}", version.id)]).unwrap();
+    for name in ["model.onnx", "model.safetensors", "model.py"] {
+        let bytes = std::fs::read(out.path().join("model").join(name)).unwrap();
+        assert!(bytes.len() > 1000, "{name}: {} bytes", bytes.len());
+        assert_eq!(
+            manifest["contents"][name]["digest"],
+            md5_base64(&bytes).as_str(),
+            "{name}"
+        );
+        assert_eq!(state.puts[&format!("/storage/run/{name}")], bytes, "{name}");
+    }
 }
 
 #[test]

@@ -258,18 +258,18 @@ impl CnnConfig {
 
 #[derive(Module, Debug)]
 pub struct Cnn {
-    convs: Vec<Conv2d>,
+    pub(crate) convs: Vec<Conv2d>,
     /// The max-pool after each convolution, where there is one.
-    pools: Vec<Option<MaxPool2d>>,
+    pub(crate) pools: Vec<Option<MaxPool2d>>,
     /// One per convolution with batch normalization, else none.
-    conv_norms: Vec<BatchNorm>,
+    pub(crate) conv_norms: Vec<BatchNorm>,
     conv_dropout: Dropout,
-    hidden: Vec<Linear>,
+    pub(crate) hidden: Vec<Linear>,
     /// One per hidden layer with batch normalization, else none.
-    hidden_norms: Vec<BatchNorm>,
+    pub(crate) hidden_norms: Vec<BatchNorm>,
     dropout: Dropout,
-    output: Linear,
-    activation: Activation,
+    pub(crate) output: Linear,
+    pub(crate) activation: Activation,
     height: usize,
     width: usize,
 }

@@ -86,7 +86,7 @@ fn settle(norm: &BatchNorm) {
 
 /// The padding on every side if the CPU kernels compute `conv`: stride 1, the same padding on
 /// every side, no dilation or groups.
-fn plain_conv(conv: &Conv2d) -> Option<usize> {
+pub(crate) fn plain_conv(conv: &Conv2d) -> Option<usize> {
     let pad = match conv.padding {
         PaddingConfig2d::Valid => 0,
         PaddingConfig2d::Explicit(top, left, bottom, right)
@@ -102,7 +102,7 @@ fn plain_conv(conv: &Conv2d) -> Option<usize> {
 
 /// The window side of `pool` if the CPU kernels compute it: square windows as far apart as they
 /// are wide, no padding or dilation.
-fn plain_pool(pool: &MaxPool2d) -> Option<usize> {
+pub(crate) fn plain_pool(pool: &MaxPool2d) -> Option<usize> {
     let [size, width] = pool.kernel_size;
     let plain = size == width
         && pool.stride == pool.kernel_size

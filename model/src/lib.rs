@@ -7,8 +7,10 @@
 mod activation;
 mod cnn;
 pub mod cpu;
+pub mod export;
 pub mod layers;
 mod mlp;
+mod preprocess;
 mod weights;
 
 use burn::prelude::*;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use activation::ActivationKind;
 pub use cnn::{Cnn, CnnConfig};
 pub use mlp::{Mlp, MlpConfig};
+pub use preprocess::Preprocess;
 pub use weights::{WeightsError, load_weights, save_weights};
 
 /// A layer that does not fit what feeds it, for images of a given shape.

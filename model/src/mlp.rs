@@ -72,10 +72,10 @@ impl MlpConfig {
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    hidden: Vec<Linear>,
-    output: Linear,
-    activation: Activation,
-    output_activation: Activation,
+    pub(crate) hidden: Vec<Linear>,
+    pub(crate) output: Linear,
+    pub(crate) activation: Activation,
+    pub(crate) output_activation: Activation,
     dropout: Dropout,
 }
 

@@ -56,6 +56,7 @@ impl AtomicFile {
             .sync_all()
             .with_context(|| format!("writing {}", self.path.display()))?;
         temp.persist(&self.path)
+            .map_err(|err| err.error)
             .with_context(|| format!("renaming into {}", self.path.display()))?;
         Ok(())
     }
@@ -88,4 +89,38 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let mut json = serde_json::to_vec_pretty(value)?;
     json.push(b'\n');
     write_file(path, &json)
+}
+
+/// Writes each `(path, bytes)` atomically, all or none: every file is complete under a
+/// temporary name before the first takes its own, and those renamed are removed again if a
+/// later rename fails.
+pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        let mut file = AtomicFile::create(path)?;
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        staged.push(file);
+    }
+    let mut renamed: Vec<&Path> = Vec::with_capacity(files.len());
+    for (file, (path, _)) in staged.into_iter().zip(files) {
+        if let Err(err) = file.commit() {
+            for done in renamed {
+                let _ = fs::remove_file(done);
+            }
+            return Err(err);
+        }
+        renamed.push(path);
+    }
+    Ok(())
+}
+
+/// Removes `path` if it is there.
+pub fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::classes::{self, Classes};
 use super::curves::Curves;
+use super::exports::{self, About, ExportFormat};
 use crate::device::backend::BackendInfo;
 use crate::files::output;
 use crate::formats::config::TrainConfig;
@@ -59,6 +60,19 @@ impl ModelCard {
         Classes {
             count: self.classes,
             names: self.class_names.clone(),
+        }
+    }
+
+    /// What the model's exports say of it.
+    pub fn about(&self) -> About<'_> {
+        About {
+            summary: &self.summary,
+            input: self.input,
+            classes: self.classes().all_names(),
+            preprocess: self.config.preprocess,
+            test_accuracy: self.metrics.test_accuracy,
+            trained_by: &self.crate_version,
+            wandb_run: self.wandb_run.as_deref(),
         }
     }
 }
@@ -160,21 +174,41 @@ impl ModelDir {
         self.path.join("checkpoints")
     }
 
-    /// The files of a complete model directory, by name, the card last (as they are written).
+    /// The files of a complete model directory, by name, the card last (as they are written):
+    /// the exports among them where they are present.
     pub fn files(&self) -> Vec<(&'static str, PathBuf)> {
-        [Self::WEIGHTS, Self::CURVES, Self::CARD]
+        let exports = ExportFormat::ALL.iter().flat_map(|format| format.files());
+        let exports = exports.filter(|name| self.path.join(name).is_file());
+        [Self::WEIGHTS, Self::CURVES]
             .into_iter()
+            .chain(exports.copied())
+            .chain([Self::CARD])
             .map(|name| (name, self.path.join(name)))
             .collect()
     }
 
-    /// Writes a trained model. The card goes last: its presence marks a complete directory.
-    pub fn write(&self, network: &Network, card: &ModelCard, curves: &Curves) -> Result<()> {
+    /// Writes a trained model and its `exports`. The card goes last: its presence marks a
+    /// complete directory.
+    pub fn write(
+        &self,
+        network: &Network,
+        card: &ModelCard,
+        curves: &Curves,
+        exports: &[ExportFormat],
+    ) -> Result<()> {
         output::write_file(
             &self.path.join(Self::WEIGHTS),
             &model::save_weights(network)?,
         )?;
         output::write_json(&self.path.join(Self::CURVES), curves)?;
+        exports::write(network, &card.about(), exports, &self.path)?;
+        // Exports of an earlier model trained into the same directory would not be this one's.
+        let stale = ExportFormat::ALL
+            .iter()
+            .filter(|format| !exports.contains(format));
+        for name in stale.flat_map(|format| format.files()) {
+            output::remove_file(&self.path.join(name))?;
+        }
         self.write_card(card)
     }
 

@@ -244,13 +244,27 @@ impl<W: Write> RowWriter<W> {
         self.end_line()
     }
 
-    /// Writes one inference row, `pixels...,label,"name"` (a quote in the name doubled).
-    pub fn write_named(&mut self, pixels: &[u8], label: Label, name: &str) -> io::Result<()> {
+    /// Writes one inference row, `pixels...,label`, then `,"name"` when there is a name (a
+    /// quote in it doubled), then `,probability` for each class in `probabilities`.
+    pub fn write_inference(
+        &mut self,
+        pixels: &[u8],
+        label: Label,
+        name: Option<&str>,
+        probabilities: &[f32],
+    ) -> io::Result<()> {
         self.numbers(pixels, Some((LabelColumn::Last, label)));
-        self.line.extend_from_slice(b",\"");
-        self.line
-            .extend_from_slice(name.replace('"', "\"\"").as_bytes());
-        self.line.push(b'"');
+        if let Some(name) = name {
+            self.line.extend_from_slice(b",\"");
+            self.line
+                .extend_from_slice(name.replace('"', "\"\"").as_bytes());
+            self.line.push(b'"');
+        }
+        for probability in probabilities {
+            // The shortest decimal that reads back as the same f32.
+            self.line
+                .extend_from_slice(format!(",{probability}").as_bytes());
+        }
         self.end_line()
     }
 

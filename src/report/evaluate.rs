@@ -65,11 +65,13 @@ pub fn correct(outputs: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1, Int> {
         .sum()
 }
 
-/// The predicted class of every image, and its softmax probability.
+/// The predicted class of every image, and the softmax probability of every class.
 #[derive(Debug, Clone)]
 pub struct Predicted {
     pub classes: Vec<Label>,
-    pub confidences: Vec<f32>,
+    /// One row of `width` per image.
+    probabilities: Vec<f32>,
+    width: usize,
 }
 
 /// The predicted class of every image.
@@ -93,20 +95,33 @@ impl Predicted {
     fn with_capacity(len: usize) -> Self {
         Self {
             classes: Vec::with_capacity(len),
-            confidences: Vec::with_capacity(len),
+            probabilities: Vec::new(),
+            width: 0,
         }
     }
 
     /// Adds the predictions of a batch's outputs.
     fn add(&mut self, outputs: Tensor<2>) -> Result<()> {
+        let [_, width] = outputs.dims();
+        self.width = width;
         let probabilities = burn::tensor::activation::softmax(outputs.clone(), 1);
         let classes = outputs.argmax(1).try_into_data()?;
         // An index into the outputs, of which there are at most `classes::MAX`.
         self.classes
             .extend(classes.iter::<i64>().map(|c| c as Label));
-        let best = probabilities.max_dim(1).try_into_data()?;
-        self.confidences.extend(best.iter::<f32>());
+        self.probabilities
+            .extend(probabilities.try_into_data()?.iter::<f32>());
         Ok(())
+    }
+
+    /// Image `i`'s probability of each class.
+    pub fn probabilities(&self, i: usize) -> &[f32] {
+        &self.probabilities[i * self.width..(i + 1) * self.width]
+    }
+
+    /// Image `i`'s probability of its predicted class.
+    pub fn confidence(&self, i: usize) -> f32 {
+        self.probabilities(i)[usize::from(self.classes[i])]
     }
 }
 

@@ -101,10 +101,8 @@ pub fn log_inference(inferred: &Inferred, place: &RunPlace) -> Result<()> {
     let Some(run) = start(card, ("inference", "infer"), config, place)? else {
         return Ok(());
     };
-    let mean_confidence = predicted
-        .confidences
-        .iter()
-        .map(|&c| f64::from(c))
+    let mean_confidence = (0..count)
+        .map(|i| f64::from(predicted.confidence(i)))
         .sum::<f64>()
         / count.max(1) as f64;
     let row = Map::from_iter([
@@ -241,7 +239,10 @@ fn mistakes(evaluated: &Evaluated) -> Result<Table> {
         .filter(|&i| evaluation.predicted.classes[i] != data.labels[i])
         .collect();
     wrong.sort_by(|&a, &b| {
-        evaluation.predicted.confidences[b].total_cmp(&evaluation.predicted.confidences[a])
+        evaluation
+            .predicted
+            .confidence(b)
+            .total_cmp(&evaluation.predicted.confidence(a))
     });
     let mut table = Table::new(&["image", "true", "predicted", "confidence", "index"]);
     for &i in wrong.iter().take(SHOWN) {
@@ -255,7 +256,7 @@ fn mistakes(evaluated: &Evaluated) -> Result<Table> {
             Cell::Image(png(&data.images, i, caption)?),
             Cell::Int(i64::from(actual)),
             Cell::Int(i64::from(predicted)),
-            Cell::Number(f64::from(evaluation.predicted.confidences[i])),
+            Cell::Number(f64::from(evaluation.predicted.confidence(i))),
             Cell::Int(i as i64),
         ]);
     }
@@ -272,14 +273,14 @@ fn least_confident(inferred: &Inferred) -> Result<Table> {
     } = *inferred;
     let classes = card.classes();
     let mut order: Vec<usize> = (0..predicted.classes.len()).collect();
-    order.sort_by(|&a, &b| predicted.confidences[a].total_cmp(&predicted.confidences[b]));
+    order.sort_by(|&a, &b| predicted.confidence(a).total_cmp(&predicted.confidence(b)));
     let mut table = Table::new(&["image", "predicted", "confidence", "file"]);
     for &i in order.iter().take(SHOWN) {
         let class = predicted.classes[i];
         table.rows.push(vec![
             Cell::Image(png(images, i, classes.name(class.into()))?),
             Cell::Int(i64::from(class)),
-            Cell::Number(f64::from(predicted.confidences[i])),
+            Cell::Number(f64::from(predicted.confidence(i))),
             Cell::Text(files[i].clone()),
         ]);
     }

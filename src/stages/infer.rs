@@ -13,7 +13,7 @@ use crate::files::input_files;
 use crate::files::output::AtomicFile;
 use crate::formats::data::Images;
 use crate::formats::model_dir::ModelDir;
-use crate::formats::pixels_csv::{self, LabelColumn, RowWriter};
+use crate::formats::pixels_csv::{self, RowWriter};
 use crate::formats::png_digit;
 use crate::report::evaluate;
 use crate::report::model_runs::{self, Inferred, RunPlace};
@@ -36,6 +36,9 @@ pub struct InferArgs {
     /// Add each prediction's class name (the model's, or its number) after the label, quoted.
     #[arg(long)]
     pub class_names: bool,
+    /// Add the probability of every class, in label order, at the end of each row.
+    #[arg(long)]
+    pub probabilities: bool,
     /// File holding the W&B API key, for the inference run, when WANDB_API_KEY is not set
     /// [default: /secrets/wandb/key]. The model's `[wandb]` settings apply.
     #[arg(long, value_name = "FILE", env = "MNIST_WANDB_KEY_FILE")]
@@ -96,13 +99,14 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let mut first = 0;
     for (out, rows) in outputs {
         let mut writer = RowWriter::new(AtomicFile::create(&out)?);
-        for (i, &label) in predicted.classes[first..first + rows].iter().enumerate() {
-            let image = images.image(first + i);
-            if args.class_names {
-                writer.write_named(image, label, &classes.name(label.into()))?;
-            } else {
-                writer.write(image, Some((LabelColumn::Last, label)))?;
-            }
+        for i in first..first + rows {
+            let label = predicted.classes[i];
+            let name = args.class_names.then(|| classes.name(label.into()));
+            let probabilities = match args.probabilities {
+                true => predicted.probabilities(i),
+                false => &[],
+            };
+            writer.write_inference(images.image(i), label, name.as_deref(), probabilities)?;
         }
         writer.into_inner().commit()?;
         first += rows;

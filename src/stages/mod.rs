@@ -3,6 +3,7 @@
 //! public step (`sweep --run` ranks its trials as `select` does).
 
 pub mod devices;
+pub mod export;
 pub mod fetch;
 pub mod image;
 pub mod infer;

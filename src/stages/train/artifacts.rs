@@ -11,6 +11,7 @@ use super::trainer::Trained;
 use crate::formats::config::TrainConfig;
 use crate::formats::data::Splits;
 use crate::formats::dataset::{self, sample};
+use crate::formats::exports;
 use crate::pachyderm::Provenance;
 use crate::wandb::{Artifact, Entry, artifact_name};
 
@@ -110,6 +111,9 @@ pub fn model(
     });
     if let Some(provenance) = &card.provenance {
         metadata["pachyderm"] = serde_json::to_value(provenance)?;
+    }
+    if !config.export.is_empty() {
+        metadata["exports"] = exports::describe(&card.about(), &config.export.formats);
     }
     artifact.metadata = object(metadata);
     artifact.best_by = Some(BEST_BY.into());

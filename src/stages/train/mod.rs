@@ -116,7 +116,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     .and_then(|mut trained| {
         trained.card.provenance = provenance;
         trained.card.wandb_run = tracking.url();
-        model_dir.write(&trained.network, &trained.card, &trained.curves)?;
+        model_dir.write(
+            &trained.network,
+            &trained.card,
+            &trained.curves,
+            &config.export.formats,
+        )?;
         Ok(trained)
     });
     tracking.finish(&result, &model_dir)?;
