@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::fake_wandb::{FakeWandb, Fault};
 use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 const KEY: &str = "local-0123456789abcdef0123456789abcdef01234567";
@@ -92,6 +94,26 @@ fn figures(model: &Path) -> (Value, Vec<(Value, Value, Value)>) {
         })
         .collect();
     (card["metrics"].clone(), per_epoch)
+}
+
+/// History rows without the figures that depend on the clock.
+fn untimed(rows: &[Value]) -> Vec<Value> {
+    let clock = [
+        "_runtime",
+        "_timestamp",
+        "train/samples_per_second",
+        "epoch/seconds",
+        "epoch/samples_per_second",
+    ];
+    (rows.iter())
+        .map(|row| {
+            let mut row = row.clone();
+            if let Some(row) = row.as_object_mut() {
+                row.retain(|key, _| !clock.contains(&key.as_str()));
+            }
+            row
+        })
+        .collect()
 }
 
 /// The figures the same training reaches uninterrupted.
@@ -210,6 +232,64 @@ fn a_killed_training_resumes_from_its_last_checkpoint_without_logging_a_step_twi
     assert!(log.contains("resuming after epoch 1, batch"), "{log}");
     assert_one_history(&server);
     assert_eq!(figures(&out.path().join("model")), expected);
+}
+
+#[test]
+fn killed_at_twenty_moments_and_resumed_the_run_logs_every_row_once() {
+    // 4 epochs of 57 steps, a row every 20 steps, a checkpoint every 6 ms; one run id as a
+    // retried job has it, so that a run killed before its first checkpoint continues too.
+    let args = ["--epochs", "4", "--checkpoint-every", "0.0001"];
+    let env = [("WANDB_RUN_ID", "killed1"), ("WANDB_RESUME", "allow")];
+    let expected = uninterrupted(&args);
+    let clean = FakeWandb::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    succeeds(&mut training(&clean.url, out.path(), &env, &args));
+    let whole = started.elapsed();
+    let rows = clean.lines("wandb-history.jsonl");
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut from_checkpoints = 0;
+    for trial in 0..20 {
+        let server = FakeWandb::start(&[]);
+        let out = tempfile::tempdir().unwrap();
+        let moment = whole.mul_f64(rng.random_range(0.05..1.0));
+        let mut child = training(&server.url, out.path(), &env, &args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(moment);
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        let resumed = training(
+            &server.url,
+            out.path(),
+            &env,
+            &[&args[..], &["--resume"]].concat(),
+        )
+        .output()
+        .unwrap();
+        let log = stderr(&resumed);
+        let at = format!("trial {trial}, killed after {moment:?}");
+        assert!(resumed.status.success(), "{at}:\n{log}");
+        from_checkpoints += usize::from(log.contains("resuming after"));
+        assert_one_history(&server);
+        let history = server.lines("wandb-history.jsonl");
+        let epochs: Vec<&Value> = (history.iter())
+            .filter(|row| row.get("epoch/train_loss").is_some())
+            .map(|row| &row["trainer/epoch"])
+            .collect();
+        assert_eq!(epochs, [1, 2, 3, 4], "{at}:\n{log}");
+        // The same rows as the run that was not killed, but for timings.
+        assert_eq!(untimed(&history), untimed(&rows), "{at}:\n{log}");
+        assert_eq!(server.state().completions.last(), Some(&0), "{at}");
+        assert_eq!(figures(&out.path().join("model")), expected, "{at}");
+    }
+    // Most moments fall within training, after its first checkpoint.
+    assert!(
+        from_checkpoints >= 10,
+        "{from_checkpoints} of 20 resumed from a checkpoint"
+    );
 }
 
 #[test]
@@ -339,4 +419,43 @@ fn an_offline_run_stopped_and_resumed_syncs_as_one_run() {
     assert_eq!(server.state().completions, [0]);
     let history = server.lines("wandb-history.jsonl");
     assert!(history.last().unwrap()["test/accuracy"].as_f64().unwrap() > 0.5);
+}
+
+#[test]
+fn an_offline_run_killed_and_resumed_syncs_every_epoch_once() {
+    let out = tempfile::tempdir().unwrap();
+    let offline = [("WANDB_MODE", "offline")];
+    let args = [&SMALL_BATCHES[..], &["--checkpoint-every", "0.0001"]].concat();
+    let killed = signalled(
+        training("http://127.0.0.1:9", out.path(), &offline, &args),
+        "epoch 2 step 1000/",
+        libc::SIGKILL,
+    );
+    assert_eq!(killed.status.code(), None, "{}", stderr(&killed));
+    // A killed offline run leaves no part of its own: the resumed part is the whole run.
+    assert!(!out.path().join("model/wandb").exists());
+    let resumed = succeeds(&mut training(
+        "http://127.0.0.1:9",
+        out.path(),
+        &offline,
+        &[&args[..], &["--resume"]].concat(),
+    ));
+    assert!(stderr(&resumed).contains("resuming after epoch 2, batch"));
+    let runs = offline_runs(&out.path().join("model/wandb"));
+    assert_eq!(runs.len(), 1, "{runs:?}");
+
+    let server = FakeWandb::start(&[]);
+    wandb_sync(&[&runs[0]], &server.url, out.path(), KEY);
+    assert_one_history(&server);
+    let history = server.lines("wandb-history.jsonl");
+    let epochs: Vec<&Value> = (history.iter())
+        .filter(|row| row.get("epoch/train_loss").is_some())
+        .map(|row| &row["trainer/epoch"])
+        .collect();
+    assert_eq!(epochs, [1, 2]);
+    let steps: Vec<u64> = (history.iter())
+        .filter_map(|row| row.get("trainer/step").and_then(Value::as_u64))
+        .collect();
+    // Every report, the killed part's too: one every 20 steps and at each epoch's end.
+    assert_eq!(steps.len(), 2 * 45, "{steps:?}");
 }

@@ -140,6 +140,7 @@ fn a_run_delivers_config_history_summary_files_and_its_end() {
     assert_eq!(config["backend"]["value"]["name"], "cpu");
     assert_eq!(config["dataset"]["value"]["train"], 4000);
     assert!(config.get("wandb").is_none());
+    assert_eq!(config["_wandb"]["value"]["t"]["13"], "linux-x86_64");
     let mut uploaded = state.uploaded.clone();
     uploaded.sort();
     assert_eq!(

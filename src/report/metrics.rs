@@ -1,14 +1,14 @@
 //! What training reports while it runs, and the trait of the sinks that receive it: the
 //! console (`console`) and the W&B run (`wandb_sink`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::formats::curves::EpochMetrics;
 use crate::formats::model_dir::TestMetrics;
 use crate::wandb::RunIdentity;
 
 /// Running training figures over the last `log_every` steps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     pub epoch: usize,
     /// Global step, 1-based, of `total_steps`.
@@ -47,6 +47,9 @@ pub trait MetricsSink {
     fn started(&mut self, _seconds: f64) {}
     fn epoch(&mut self, _metrics: &EpochMetrics) {}
     fn finished(&mut self, _test: &TestMetrics) {}
+    /// Training continues from a checkpoint, which holds every report made before it: the step
+    /// reports (`steps`) and the complete epochs (`epochs`), in order.
+    fn resumed(&mut self, _steps: &[StepMetrics], _epochs: &[EpochMetrics]) {}
     /// Whether training should stop now (a W&B run stopped from its web page).
     fn stop_requested(&self) -> bool {
         false
@@ -76,6 +79,10 @@ impl MetricsSink for Sinks<'_> {
 
     fn finished(&mut self, test: &TestMetrics) {
         self.0.iter_mut().for_each(|s| s.finished(test));
+    }
+
+    fn resumed(&mut self, steps: &[StepMetrics], epochs: &[EpochMetrics]) {
+        self.0.iter_mut().for_each(|s| s.resumed(steps, epochs));
     }
 
     fn stop_requested(&self) -> bool {
@@ -110,6 +117,12 @@ impl<S: MetricsSink> MetricsSink for Option<S> {
     fn finished(&mut self, test: &TestMetrics) {
         if let Some(sink) = self {
             sink.finished(test);
+        }
+    }
+
+    fn resumed(&mut self, steps: &[StepMetrics], epochs: &[EpochMetrics]) {
+        if let Some(sink) = self {
+            sink.resumed(steps, epochs);
         }
     }
 

@@ -18,18 +18,143 @@ fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
         .collect()
 }
 
+/// Where a row falls in a training's history: by epoch, an epoch's step rows in step order
+/// and then its epoch row; the test figures last. A continued run sends only the rows that
+/// fall after the last one its destination holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Training {
+        epoch: u64,
+        /// 0 for a step row, 1 for the epoch's row.
+        row: u8,
+        step: u64,
+    },
+    Test,
+}
+
+impl Place {
+    fn step(m: &StepMetrics) -> Self {
+        Self::Training {
+            epoch: m.epoch as u64,
+            row: 0,
+            step: m.step as u64,
+        }
+    }
+
+    fn epoch(m: &EpochMetrics) -> Self {
+        Self::Training {
+            epoch: m.epoch as u64,
+            row: 1,
+            step: 0,
+        }
+    }
+
+    /// The place of a row as W&B holds it; `None` for no row.
+    fn of(row: &Map<String, Value>) -> Option<Self> {
+        if row.is_empty() {
+            return None;
+        }
+        let number = |key: &str| row.get(key).and_then(Value::as_u64);
+        Some(match (number("trainer/epoch"), number("trainer/step")) {
+            (Some(epoch), Some(step)) => Self::Training {
+                epoch,
+                row: 0,
+                step,
+            },
+            (Some(epoch), None) => Self::Training {
+                epoch,
+                row: 1,
+                step: 0,
+            },
+            // The test figures, or a row this tool does not write: nothing goes after it.
+            (None, _) => Self::Test,
+        })
+    }
+}
+
 /// A run as a metrics sink: logs each report as a history row (and its console line), and
 /// keeps the summary (the final and best figures) for the end of the run.
 pub struct WandbSink {
     run: WandbRun,
     summary: Map<String, Value>,
+    /// The last row the run's destination held when this process started, where it is known.
+    held: Option<Place>,
+    /// Whether the destination could be asked what it holds.
+    known: bool,
 }
 
 impl WandbSink {
     pub fn new(run: WandbRun) -> Self {
+        let (held, known) = match run.last_held() {
+            Some(row) => (Place::of(row), true),
+            None => (None, false),
+        };
         Self {
             run,
             summary: Map::new(),
+            held,
+            known,
+        }
+    }
+
+    /// Whether the row at `place` is one the destination lacks.
+    fn lacks(&self, place: Place) -> bool {
+        self.held.is_none_or(|held| place > held)
+    }
+
+    fn log_step(&mut self, m: &StepMetrics) {
+        if !self.lacks(Place::step(m)) {
+            return;
+        }
+        self.run.log(row(&[
+            ("trainer/step", json!(m.step)),
+            ("trainer/epoch", json!(m.epoch)),
+            ("train/loss", json!(m.loss)),
+            ("train/accuracy", json!(m.accuracy)),
+            ("train/lr", json!(m.lr)),
+            ("train/samples_per_second", json!(m.samples_per_second)),
+        ]));
+        self.run.console(&m.line());
+    }
+
+    fn log_epoch(&mut self, m: &EpochMetrics) {
+        self.summarize(m);
+        if !self.lacks(Place::epoch(m)) {
+            return;
+        }
+        self.run.log(row(&[
+            ("trainer/epoch", json!(m.epoch)),
+            ("epoch/train_loss", json!(m.train_loss)),
+            ("epoch/train_accuracy", json!(m.train_accuracy)),
+            ("val/loss", json!(m.validation_loss)),
+            ("val/accuracy", json!(m.validation_accuracy)),
+            ("epoch/seconds", json!(m.seconds)),
+            ("epoch/samples_per_second", json!(m.samples_per_second)),
+        ]));
+        self.run.console(&m.line());
+    }
+
+    /// A step row of the checkpoint, where the destination is known to lack it.
+    fn replay_step(&mut self, m: &StepMetrics) {
+        if self.known {
+            self.log_step(m);
+        }
+    }
+
+    /// The final and best figures, with epoch `m`.
+    fn summarize(&mut self, m: &EpochMetrics) {
+        let figures = &mut self.summary;
+        figures.insert("train/loss".into(), json!(m.train_loss));
+        figures.insert("train/accuracy".into(), json!(m.train_accuracy));
+        figures.insert("epoch".into(), json!(m.epoch));
+        if let Some(accuracy) = m.validation_accuracy {
+            let best = figures.get("best/val_accuracy").and_then(Value::as_f64);
+            if best.is_none_or(|best| accuracy > best) {
+                figures.insert("best/val_accuracy".into(), json!(accuracy));
+                figures.insert("best/epoch".into(), json!(m.epoch));
+            }
+            figures.insert("val/accuracy".into(), json!(accuracy));
+            figures.insert("val/loss".into(), json!(m.validation_loss));
         }
     }
 
@@ -58,48 +183,33 @@ impl MetricsSink for WandbSink {
         Some(self.run.identity())
     }
 
-    fn step(&mut self, step: usize, metrics: Option<&StepMetrics>) {
-        let Some(m) = metrics else { return };
-        // A continued run that already holds this step (training went on past its last
-        // checkpoint before it was killed) keeps the rows it has.
-        let logged = self.run.last_logged("trainer/step").and_then(Value::as_u64);
-        if logged.is_some_and(|logged| step as u64 <= logged) {
-            return;
+    fn step(&mut self, _step: usize, metrics: Option<&StepMetrics>) {
+        if let Some(m) = metrics {
+            self.log_step(m);
         }
-        self.run.log(row(&[
-            ("trainer/step", json!(step)),
-            ("trainer/epoch", json!(m.epoch)),
-            ("train/loss", json!(m.loss)),
-            ("train/accuracy", json!(m.accuracy)),
-            ("train/lr", json!(m.lr)),
-            ("train/samples_per_second", json!(m.samples_per_second)),
-        ]));
-        self.run.console(&m.line());
     }
 
     fn epoch(&mut self, m: &EpochMetrics) {
-        self.run.log(row(&[
-            ("trainer/epoch", json!(m.epoch)),
-            ("epoch/train_loss", json!(m.train_loss)),
-            ("epoch/train_accuracy", json!(m.train_accuracy)),
-            ("val/loss", json!(m.validation_loss)),
-            ("val/accuracy", json!(m.validation_accuracy)),
-            ("epoch/seconds", json!(m.seconds)),
-            ("epoch/samples_per_second", json!(m.samples_per_second)),
-        ]));
-        self.run.console(&m.line());
-        let figures = &mut self.summary;
-        figures.insert("train/loss".into(), json!(m.train_loss));
-        figures.insert("train/accuracy".into(), json!(m.train_accuracy));
-        figures.insert("epoch".into(), json!(m.epoch));
-        if let Some(accuracy) = m.validation_accuracy {
-            let best = figures.get("best/val_accuracy").and_then(Value::as_f64);
-            if best.is_none_or(|best| accuracy > best) {
-                figures.insert("best/val_accuracy".into(), json!(accuracy));
-                figures.insert("best/epoch".into(), json!(m.epoch));
+        self.log_epoch(m);
+    }
+
+    /// Sends, in order, the checkpoint's rows that the destination lacks (those made after its
+    /// last row and before the process that made them died), with the `_step`s they would
+    /// have had; and takes the earlier epochs into the summary.
+    fn resumed(&mut self, steps: &[StepMetrics], epochs: &[EpochMetrics]) {
+        let mut steps = steps.iter().peekable();
+        for epoch in epochs {
+            while let Some(m) = steps.next_if(|m| Place::step(m) < Place::epoch(epoch)) {
+                self.replay_step(m);
             }
-            figures.insert("val/accuracy".into(), json!(accuracy));
-            figures.insert("val/loss".into(), json!(m.validation_loss));
+            if self.known {
+                self.log_epoch(epoch);
+            } else {
+                self.summarize(epoch);
+            }
+        }
+        for m in steps {
+            self.replay_step(m);
         }
     }
 
@@ -115,7 +225,9 @@ impl MetricsSink for WandbSink {
                 figures.push(("test/worst_class_name", json!(name)));
             }
         }
-        self.run.log(row(&figures));
+        if self.lacks(Place::Test) {
+            self.run.log(row(&figures));
+        }
         for (key, value) in figures {
             self.summary.insert(key.into(), value);
         }

@@ -109,12 +109,7 @@ pub fn start(
             .or_else(|| env("HOSTNAME")),
         program: format!("mnist {}", run.command),
         sweep: run.sweep_id.map(String::from),
-        config: Value::Object(
-            run.config
-                .iter()
-                .map(|(key, value)| (key.clone(), json!({ "value": value })))
-                .collect(),
-        ),
+        config: encoded_config(run.config),
         base_url: base_url(),
         continues: run.continues.filter(|c| c.id == run_id).cloned(),
         run_id,
@@ -137,7 +132,33 @@ pub fn start(
         _ => None,
     };
     let offline_root = env("WANDB_DIR").map_or_else(|| run.root.to_owned(), PathBuf::from);
+    // Offline, a run killed before it could write its part left nothing to continue: this part
+    // is the whole run, made whole from its checkpoint's reports.
+    if client.is_none()
+        && spec.continues.is_some()
+        && offline::earlier_part(&offline_root, &spec.run_id).is_none()
+    {
+        spec.continues = None;
+    }
     Ok(Some(WandbRun::start(client, spec, offline_root, resumed)))
+}
+
+/// `config` in W&B's encoding, `{"key": {"value": ...}}`, with what the SDK keeps under
+/// `_wandb` beside what the stage put there: `t`, its telemetry (of which `13` is the platform,
+/// as Python names it), and `m`, the metric definitions (none). W&B's `wandbConfig` holding `t`
+/// is what marks a run as started.
+fn encoded_config(config: &Map<String, Value>) -> Value {
+    let mut encoded: Map<String, Value> = config
+        .iter()
+        .map(|(key, value)| (key.clone(), json!({ "value": value })))
+        .collect();
+    let internal = &mut encoded
+        .entry("_wandb")
+        .or_insert_with(|| json!({"value": {}}))["value"];
+    let platform = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
+    internal["t"] = json!({"13": platform});
+    internal["m"] = json!([]);
+    Value::Object(encoded)
 }
 
 /// The run's id, and whether it continues a run of that id: `WANDB_RUN_ID` and `WANDB_RESUME`

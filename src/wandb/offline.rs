@@ -332,6 +332,17 @@ pub struct EarlierPart {
     pub summary: Map<String, Value>,
 }
 
+impl EarlierPart {
+    /// Its last history row; an empty one when it has none.
+    pub fn last_row(&self) -> Map<String, Value> {
+        let last = self.history.last().map(|row| serde_json::from_str(row));
+        match last {
+            Some(Ok(Value::Object(row))) => row,
+            _ => Map::new(),
+        }
+    }
+}
+
 /// The latest offline part of run `run_id` under `root`, if one was written.
 pub fn earlier_part(root: &Path, run_id: &str) -> Option<EarlierPart> {
     let suffix = format!("-{run_id}");

@@ -122,8 +122,9 @@ pub struct WandbRun {
     runtime_before: f64,
     next_step: u64,
     run_id: String,
-    /// The last history row of the run this one continues, as the server held it.
-    last_row: Map<String, Value>,
+    /// The last history row that the run's destination (the server, or the offline part this
+    /// one continues) holds: an empty row when it holds none, `None` when it could not be asked.
+    held: Option<Map<String, Value>>,
     /// Files made for W&B (logged tables), uploaded with the run's files.
     media: Vec<RunFile>,
 }
@@ -146,15 +147,29 @@ impl WandbRun {
         let url = Arc::new(OnceLock::new());
         let created = url.clone();
         let run_id = spec.run_id.clone();
-        let (next_step, runtime_before) = match (&resumed, &spec.continues) {
-            (Some(resumed), _) => (resumed.starting_step, resumed.runtime),
-            (None, Some(continues)) => (continues.rows, continues.runtime),
-            (None, None) => (0, 0.0),
+        let (next_step, runtime_before, held) = match (&resumed, &spec.continues) {
+            (Some(resumed), _) => (
+                resumed.starting_step,
+                resumed.runtime,
+                Some(resumed.last_row.clone()),
+            ),
+            (None, Some(continues)) => {
+                // Offline, the earlier part is what `wandb sync` will hold of the run; online,
+                // the server could not be asked, and the checkpoint's count of rows stands.
+                let earlier = (client.is_none())
+                    .then(|| offline::earlier_part(&offline_root, &spec.run_id))
+                    .flatten();
+                match earlier {
+                    Some(earlier) => (
+                        earlier.history.len() as u64,
+                        continues.runtime,
+                        Some(earlier.last_row()),
+                    ),
+                    None => (continues.rows, continues.runtime, None),
+                }
+            }
+            (None, None) => (0, 0.0, Some(Map::new())),
         };
-        let last_row = resumed
-            .as_ref()
-            .map(|r| r.last_row.clone())
-            .unwrap_or_default();
         // Detached: if the server holds the end of the run past its deadline, the process
         // ends without it.
         std::thread::Builder::new()
@@ -175,7 +190,7 @@ impl WandbRun {
             runtime_before,
             next_step,
             run_id,
-            last_row,
+            held,
             media: Vec::new(),
         }
     }
@@ -189,10 +204,10 @@ impl WandbRun {
         }
     }
 
-    /// The value of `key` in the last history row of the run this one continues, as the
-    /// server held it: where a resumed training left off in W&B.
-    pub fn last_logged(&self, key: &str) -> Option<&Value> {
-        self.last_row.get(key)
+    /// The last history row the run's destination holds (an empty one when it holds none),
+    /// unless it could not be asked: where a resumed training left off in W&B.
+    pub fn last_held(&self) -> Option<&Map<String, Value>> {
+        self.held.as_ref()
     }
 
     fn runtime(&self) -> f64 {

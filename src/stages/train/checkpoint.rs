@@ -21,6 +21,7 @@ use crate::files::output;
 use crate::formats::config::TrainConfig;
 use crate::formats::curves::EpochMetrics;
 use crate::formats::model_dir::ModelDir;
+use crate::report::metrics::StepMetrics;
 use crate::wandb::RunIdentity;
 
 const STATE: &str = "state.json";
@@ -44,6 +45,9 @@ pub struct CheckpointState {
     pub config: TrainConfig,
     /// The figures of the complete epochs.
     pub history: Vec<EpochMetrics>,
+    /// Every step report so far: a resumed run sends its W&B run those it lacks.
+    #[serde(default)]
+    pub reports: Vec<StepMetrics>,
     /// Training time so far.
     pub seconds: f64,
     /// The W&B run that logs the training, for `--resume` to continue it.
@@ -68,10 +72,22 @@ pub struct Networks<'a> {
     pub best: Option<&'a Network>,
 }
 
-/// A point within an epoch: the batches done and what they summed to.
+/// A point within an epoch: the batches done, what they summed to, and the sums at the last
+/// report (where the next report's window starts).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Position {
     pub batches: usize,
+    #[serde(flatten)]
+    pub sums: Sums,
+    /// Absent from checkpoints written before it was kept: the window then starts at the epoch's.
+    #[serde(default)]
+    pub reported: Sums,
+}
+
+/// Running totals of an epoch: summed loss (an `f32` sum, exact in `f64`), correct predictions,
+/// samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sums {
     pub loss: f64,
     pub correct: usize,
     pub samples: usize,

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::augment;
-use super::checkpoint::{self, BestEpoch, Checkpoint, CheckpointState, Networks, Position};
+use super::checkpoint::{self, BestEpoch, Checkpoint, CheckpointState, Networks, Position, Sums};
 use super::ema::Ema;
 use super::optimizer;
 use crate::device::backend::Selected;
@@ -96,6 +96,7 @@ pub fn train(
                 optimizer: optimizer::build(&config.optimizer),
                 best: None,
                 history: Vec::new(),
+                reports: Vec::new(),
                 seconds_before: 0.0,
                 resumed_from: None,
                 within: None,
@@ -122,6 +123,9 @@ pub fn train(
     let done = (first_epoch - 1) * steps_per_epoch + run.within.map_or(0, |p| p.batches);
     let mut console = Console::new(steps_per_epoch * t.epochs, steps_per_epoch, done);
     let mut sinks = Sinks(vec![&mut console, reporter]);
+    if run.resumed_from.is_some() {
+        sinks.resumed(&run.reports, &run.history);
+    }
     let mut clock = CheckpointClock {
         checkpoints,
         last: Instant::now(),
@@ -244,6 +248,8 @@ struct Run {
     /// The best epoch so far and its network, when training keeps the best.
     best: Option<(BestEpoch, Network)>,
     history: Vec<EpochMetrics>,
+    /// Every step report so far.
+    reports: Vec<StepMetrics>,
     /// Training time spent before a resume.
     seconds_before: f64,
     /// The epochs (and part of the next) done before a resume.
@@ -292,6 +298,7 @@ impl Run {
             optimizer,
             resumed_from: Some(state.history.len()),
             history: state.history,
+            reports: state.reports,
             seconds_before: state.seconds,
             within: state.within,
             starting: Some(chosen),
@@ -337,13 +344,10 @@ impl Run {
         order.shuffle(&mut StdRng::seed_from_u64(t.seed ^ ((epoch as u64) << 32)));
         let start = self.within.take().unwrap_or(Position {
             batches: 0,
-            loss: 0.0,
-            correct: 0,
-            samples: 0,
+            sums: Sums::default(),
+            reported: Sums::default(),
         });
-
         let mut window = Window::new(&start, device);
-        let mut samples_now = 0;
         let batches = order.chunks(t.batch_size).enumerate().skip(start.batches);
         for (i, batch) in batches {
             let step = (epoch - 1) * steps_per_epoch + i + 1;
@@ -380,21 +384,21 @@ impl Run {
             let stopped_in_wandb = sinks.stop_requested();
             let report = step.is_multiple_of(t.log_every) || i + 1 == steps_per_epoch;
             let checkpoint = stop.is_some() || stopped_in_wandb || clock.due();
-            let metrics = if report || checkpoint {
-                let (loss, correct, samples, seconds) = window.read()?;
-                if !loss.is_finite() {
-                    return Err(Diverged {
-                        loss: loss / samples as f64,
-                        epoch,
-                        step,
-                        every: t.log_every,
-                        lr,
-                    }
-                    .into());
+            let sums = (report || checkpoint).then(|| window.read()).transpose()?;
+            if let Some(sums) = sums.filter(|sums| !sums.loss.is_finite()) {
+                return Err(Diverged {
+                    loss: sums.loss / sums.samples as f64,
+                    epoch,
+                    step,
+                    every: t.log_every,
+                    lr,
                 }
-                samples_now += samples;
-                // Figures of a window cut short by a checkpoint go into the epoch's only.
-                report.then(|| StepMetrics {
+                .into());
+            }
+            // A window runs from report to report, whatever checkpoints fall within it.
+            let metrics = sums.filter(|_| report).map(|sums| {
+                let (loss, correct, samples, seconds) = window.report(sums);
+                StepMetrics {
                     epoch,
                     step,
                     total_steps,
@@ -402,13 +406,16 @@ impl Run {
                     accuracy: correct as f64 / samples as f64,
                     lr,
                     samples_per_second: samples as f64 / seconds.max(1e-9),
-                })
-            } else {
-                None
-            };
+                }
+            });
             sinks.step(step, metrics.as_ref());
-            if checkpoint {
-                let position = window.position(i + 1);
+            self.reports.extend(metrics);
+            if let Some(sums) = sums.filter(|_| checkpoint) {
+                let position = Position {
+                    batches: i + 1,
+                    sums,
+                    reported: window.reported,
+                };
                 let path = clock.save(self, config, step, Some((epoch, position)), sinks)?;
                 let kept = format!(
                     "the checkpoint of epoch {epoch}, batch {} of {steps_per_epoch} is kept in {}",
@@ -427,12 +434,13 @@ impl Run {
                 }
             }
         }
-        let sums = window.position(0);
+        // The epoch's last batch is always reported: the sums are complete.
+        let sums = window.reported;
         Ok(Totals {
             loss: sums.loss,
             correct: sums.correct,
             samples: sums.samples,
-            samples_now,
+            samples_now: sums.samples - start.sums.samples,
         })
     }
 }
@@ -471,6 +479,7 @@ impl CheckpointClock<'_> {
             within,
             config: config.clone(),
             history: run.history.clone(),
+            reports: run.reports.clone(),
             seconds: run.seconds_before + self.started.elapsed().as_secs_f64(),
             wandb: sinks.run_identity(),
             best: run.best.as_ref().map(|(best, _)| *best),
@@ -534,21 +543,21 @@ struct Window {
     loss: Tensor<1>,
     correct: Tensor<1, Int>,
     samples: usize,
-    /// The sums at the last read, and when it was.
-    read: Position,
+    /// The sums at the last report, and when it was.
+    reported: Sums,
     since: Instant,
 }
 
 impl Window {
     /// Sums that go on from `start`'s: one chain of additions from the epoch's first batch
     /// however often it is read, so that an epoch resumed from a checkpoint sums to the very
-    /// figures of one that was not (`start.loss` is an f32 sum, exact in f64).
+    /// figures of one that was not.
     fn new(start: &Position, device: &Device) -> Self {
         Self {
-            loss: Tensor::from_floats([start.loss as f32], device),
-            correct: Tensor::from_ints([start.correct as i64], device),
-            samples: start.samples,
-            read: *start,
+            loss: Tensor::from_floats([start.sums.loss as f32], device),
+            correct: Tensor::from_ints([start.sums.correct as i64], device),
+            samples: start.sums.samples,
+            reported: start.reported,
             since: Instant::now(),
         }
     }
@@ -565,30 +574,26 @@ impl Window {
         Ok(())
     }
 
-    /// Loss, correct count, samples and seconds since the last read.
-    fn read(&mut self) -> Result<(f64, usize, usize, f64)> {
-        let now = Position {
-            batches: 0,
+    /// The epoch's sums so far.
+    fn read(&self) -> Result<Sums> {
+        Ok(Sums {
             loss: f64::from(self.loss.clone().try_into_scalar::<f32>()?),
             correct: self.correct.clone().try_into_scalar::<i64>()? as usize,
             samples: self.samples,
-        };
-        let since = (
-            now.loss - self.read.loss,
-            now.correct - self.read.correct,
-            now.samples - self.read.samples,
-            self.since.elapsed().as_secs_f64(),
-        );
-        self.read = now;
-        self.since = Instant::now();
-        Ok(since)
+        })
     }
 
-    /// The epoch's sums at the last read, after `batches` batches.
-    fn position(&self, batches: usize) -> Position {
-        Position {
-            batches,
-            ..self.read
-        }
+    /// Loss, correct count, samples and seconds from the last report to `now`, which becomes
+    /// the last report.
+    fn report(&mut self, now: Sums) -> (f64, usize, usize, f64) {
+        let since = (
+            now.loss - self.reported.loss,
+            now.correct - self.reported.correct,
+            now.samples - self.reported.samples,
+            self.since.elapsed().as_secs_f64(),
+        );
+        self.reported = now;
+        self.since = Instant::now();
+        since
     }
 }
