@@ -459,3 +459,86 @@ fn an_offline_run_killed_and_resumed_syncs_every_epoch_once() {
     // Every report, the killed part's too: one every 20 steps and at each epoch's end.
     assert_eq!(steps.len(), 2 * 45, "{steps:?}");
 }
+
+/// Trains online under run id `id` until its first checkpoint has been logged to W&B, kills
+/// it, and returns the server and the arguments; the local checkpoints go with the node.
+fn killed_after_its_first_checkpoint_artifact(id: &str) -> (FakeWandb, [(&str, &str); 2]) {
+    let server = FakeWandb::start(&[]);
+    let env = [("WANDB_RUN_ID", id), ("WANDB_RESUME", "allow")];
+    let node = tempfile::tempdir().unwrap();
+    let killed = signalled(
+        training(&server.url, node.path(), &env, &SMALL_BATCHES),
+        "wandb: checkpoint ",
+        libc::SIGKILL,
+    );
+    let log = stderr(&killed);
+    assert!(
+        log.contains(&format!("wandb: checkpoint checkpoint-{id}:v0")),
+        "{log}"
+    );
+    (server, env)
+}
+
+#[test]
+fn a_run_resumed_on_another_node_continues_from_its_checkpoint_artifact() {
+    let expected = uninterrupted(&SMALL_BATCHES);
+    let (server, env) = killed_after_its_first_checkpoint_artifact("moved01");
+    // The newest checkpoint is `latest`: the first epoch's, unless the kill came late.
+    let latest = (server.state().artifacts.iter())
+        .filter(|a| a.input["artifactTypeName"] == "checkpoint")
+        .find(|a| a.aliases.contains(&"latest".to_owned()))
+        .cloned()
+        .unwrap();
+    assert_eq!(latest.collection(), "checkpoint-moved01");
+    let epochs = latest.metadata()["step"].as_u64().unwrap() / 900;
+    assert!(epochs >= 1, "{}", latest.metadata());
+
+    let other = tempfile::tempdir().unwrap();
+    let resumed = succeeds(&mut training(
+        &server.url,
+        other.path(),
+        &env,
+        &[&SMALL_BATCHES[..], &["--resume"]].concat(),
+    ));
+    let log = stderr(&resumed);
+    assert!(
+        log.contains("fetched checkpoint checkpoint-moved01:v0 from W&B into "),
+        "{log}"
+    );
+    assert!(log.contains("resuming after epoch 1 ("), "{log}");
+    let model = other.path().join("model");
+    assert_eq!(
+        json(&model.join("model.json"))["training"]["resumed_from_epoch"],
+        1
+    );
+    assert_eq!(figures(&model), expected);
+    assert_one_history(&server);
+    let downloads = server.state().downloads.clone();
+    assert!(
+        downloads.iter().any(|path| path.ends_with("/state.json")),
+        "{downloads:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_artifact_that_downloads_corrupt_is_never_loaded() {
+    let expected = uninterrupted(&SMALL_BATCHES);
+    let (server, env) = killed_after_its_first_checkpoint_artifact("broken01");
+    server.state().corrupt_downloads = true;
+    let other = tempfile::tempdir().unwrap();
+    let resumed = succeeds(&mut training(
+        &server.url,
+        other.path(),
+        &env,
+        &[&SMALL_BATCHES[..], &["--resume"]].concat(),
+    ));
+    let log = stderr(&resumed);
+    assert!(log.contains("warning: no checkpoint from W&B: "), "{log}");
+    assert!(log.contains("downloaded, the manifest says"), "{log}");
+    assert!(log.contains("or in W&B: starting afresh"), "{log}");
+    let model = other.path().join("model");
+    assert!(json(&model.join("model.json"))["training"]["resumed_from_epoch"].is_null());
+    // Afresh with the same seed: the same figures, and no row of the first part twice.
+    assert_eq!(figures(&model), expected);
+    assert_one_history(&server);
+}

@@ -154,7 +154,8 @@ fn a_run_delivers_config_history_summary_files_and_its_end() {
         .iter()
         .filter_map(|r| r.2.as_deref())
         .collect();
-    // The data, used by reference (no files); the model, uploaded, `best` decided first.
+    // The data, used by reference (no files); the epoch's checkpoint; the model, uploaded,
+    // `best` decided first.
     assert_eq!(
         operations,
         [
@@ -164,6 +165,12 @@ fn a_run_delivers_config_history_summary_files_and_its_end() {
             "CreateArtifactManifest",
             "CommitArtifact",
             "UseArtifact",
+            "ArtifactVersion",
+            "CreateArtifact",
+            "CreateArtifactManifest",
+            "CreateArtifactFiles",
+            "CreateArtifactManifest",
+            "CommitArtifact",
             "ArtifactVersion",
             "ArtifactByName",
             "CreateArtifact",

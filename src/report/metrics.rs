@@ -1,6 +1,8 @@
 //! What training reports while it runs, and the trait of the sinks that receive it: the
 //! console (`console`) and the W&B run (`wandb_sink`).
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use crate::formats::curves::EpochMetrics;
@@ -50,6 +52,8 @@ pub trait MetricsSink {
     /// Training continues from a checkpoint, which holds every report made before it: the step
     /// reports (`steps`) and the complete epochs (`epochs`), in order.
     fn resumed(&mut self, _steps: &[StepMetrics], _epochs: &[EpochMetrics]) {}
+    /// A checkpoint of global step `step` was written to `dir`.
+    fn checkpointed(&mut self, _step: usize, _dir: &Path) {}
     /// Whether training should stop now (a W&B run stopped from its web page).
     fn stop_requested(&self) -> bool {
         false
@@ -83,6 +87,10 @@ impl MetricsSink for Sinks<'_> {
 
     fn resumed(&mut self, steps: &[StepMetrics], epochs: &[EpochMetrics]) {
         self.0.iter_mut().for_each(|s| s.resumed(steps, epochs));
+    }
+
+    fn checkpointed(&mut self, step: usize, dir: &Path) {
+        self.0.iter_mut().for_each(|s| s.checkpointed(step, dir));
     }
 
     fn stop_requested(&self) -> bool {
@@ -123,6 +131,12 @@ impl<S: MetricsSink> MetricsSink for Option<S> {
     fn resumed(&mut self, steps: &[StepMetrics], epochs: &[EpochMetrics]) {
         if let Some(sink) = self {
             sink.resumed(steps, epochs);
+        }
+    }
+
+    fn checkpointed(&mut self, step: usize, dir: &Path) {
+        if let Some(sink) = self {
+            sink.checkpointed(step, dir);
         }
     }
 

@@ -1,6 +1,8 @@
 //! Training's reports as a W&B run's history: each report a row (and its console line), the
 //! final and best figures kept for the run's summary.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -8,7 +10,23 @@ use serde_json::{Map, Value, json};
 use crate::formats::curves::EpochMetrics;
 use crate::formats::model_dir::TestMetrics;
 use crate::report::metrics::{MetricsSink, StepMetrics};
-use crate::wandb::{Artifact, Report, Role, RunFile, RunIdentity, WandbRun};
+use crate::wandb::{
+    Artifact, Entry, Report, Role, RunFile, RunIdentity, WandbRun, checkpoint_collection,
+};
+
+/// The files of a checkpoint directory, by name, read now: the next checkpoint may replace them
+/// before the upload.
+fn checkpoint_entries(dir: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
+    let mut entries = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            entries.insert(name.into_owned(), Entry::bytes(std::fs::read(&path)?));
+        }
+    }
+    Ok(entries)
+}
 
 fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
     pairs
@@ -210,6 +228,28 @@ impl MetricsSink for WandbSink {
         }
         for m in steps {
             self.replay_step(m);
+        }
+    }
+
+    /// Logs the checkpoint as the latest version of the run's `checkpoint` artifact, for a
+    /// `--resume` on a node without it.
+    fn checkpointed(&mut self, step: usize, dir: &Path) {
+        if !self.run.online() {
+            return;
+        }
+        let mut artifact =
+            Artifact::new(checkpoint_collection(&self.run.identity().id), "checkpoint");
+        artifact.metadata.insert("step".into(), json!(step));
+        let entries = checkpoint_entries(dir);
+        match entries {
+            Ok(entries) => {
+                artifact.entries = entries;
+                self.run.log_checkpoint(artifact);
+            }
+            Err(err) => eprintln!(
+                "wandb: warning: the checkpoint in {} is not logged: {err}",
+                dir.display()
+            ),
         }
     }
 

@@ -34,6 +34,8 @@ pub enum ApiError {
     },
 }
 
+const USER_AGENT: &str = concat!("mnist/", env!("CARGO_PKG_VERSION"));
+
 pub struct Client {
     agent: ureq::Agent,
     base: String,
@@ -44,7 +46,7 @@ pub struct Client {
 
 /// One attempt's outcome: the answer, or whether and when to try again.
 enum Attempt {
-    Done(Result<(u16, String), ApiError>),
+    Done(Result<Vec<u8>, ApiError>),
     Retry(ApiError, Option<Duration>),
 }
 
@@ -77,8 +79,8 @@ impl Client {
     ) -> Result<Value, ApiError> {
         let url = format!("{}/graphql", self.base);
         let body = json!({"query": document, "variables": variables, "operationName": name});
-        let (_, text) = self.post(&url, &body, deadline)?;
-        let mut answer: Value = serde_json::from_str(&text).map_err(|err| ApiError::GraphQl {
+        let text = self.post(&url, &body, deadline)?;
+        let mut answer: Value = serde_json::from_slice(&text).map_err(|err| ApiError::GraphQl {
             url: url.clone(),
             message: format!("invalid JSON answer: {err}"),
         })?;
@@ -99,8 +101,8 @@ impl Client {
         deadline: Instant,
     ) -> Result<Value, ApiError> {
         let url = format!("{}/files/{entity}/{project}/{run}/file_stream", self.base);
-        let (_, text) = self.post(&url, body, deadline)?;
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        let text = self.post(&url, body, deadline)?;
+        Ok(serde_json::from_slice(&text).unwrap_or(Value::Null))
     }
 
     /// Uploads `bytes` to a signed URL with `headers`; signed URLs carry their own
@@ -123,18 +125,37 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Posts with the key; a 401 or 403 answer says the key was rejected, and where it came from.
-    fn post(&self, url: &str, body: &Value, deadline: Instant) -> Result<(u16, String), ApiError> {
+    /// Downloads `url`: with the key where `authorized` (W&B's own file URLs), else as a
+    /// signed URL, which carries its own authorisation.
+    pub fn get(&self, url: &str, authorized: bool, deadline: Instant) -> Result<Vec<u8>, ApiError> {
+        self.retrying(url, deadline, || {
+            let request = self.agent.get(url).header("User-Agent", USER_AGENT);
+            match authorized {
+                true => request.header("Authorization", &self.authorization).call(),
+                false => request.call(),
+            }
+        })
+        .map_err(|err| self.rejected(err))
+    }
+
+    /// Posts with the key.
+    fn post(&self, url: &str, body: &Value, deadline: Instant) -> Result<Vec<u8>, ApiError> {
         let bytes = serde_json::to_vec(body).unwrap_or_default();
         self.retrying(url, deadline, || {
             self.agent
                 .post(url)
                 .header("Authorization", &self.authorization)
                 .header("Content-Type", "application/json")
-                .header("User-Agent", concat!("mnist/", env!("CARGO_PKG_VERSION")))
+                .header("User-Agent", USER_AGENT)
                 .send(&bytes[..])
         })
-        .map_err(|err| match err {
+        .map_err(|err| self.rejected(err))
+    }
+
+    /// A 401 or 403 answer to a request with the key says the key was rejected, and where it
+    /// came from.
+    fn rejected(&self, err: ApiError) -> ApiError {
+        match err {
             ApiError::Status {
                 url,
                 status: status @ (401 | 403),
@@ -145,7 +166,7 @@ impl Client {
                 key_source: self.key_source.clone(),
             },
             other => other,
-        })
+        }
     }
 
     fn retrying(
@@ -153,7 +174,7 @@ impl Client {
         url: &str,
         deadline: Instant,
         send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<(u16, String), ApiError> {
+    ) -> Result<Vec<u8>, ApiError> {
         let mut delay = Duration::from_millis(250);
         loop {
             let (error, wait) = match attempt(url, send()) {
@@ -189,8 +210,8 @@ fn attempt(url: &str, result: Result<ureq::http::Response<ureq::Body>, ureq::Err
         .get("retry-after")
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let mut body = String::new();
-    if let Err(err) = response.body_mut().as_reader().read_to_string(&mut body) {
+    let mut body = Vec::new();
+    if let Err(err) = response.body_mut().as_reader().read_to_end(&mut body) {
         return Attempt::Retry(
             ApiError::Network {
                 url: url.to_owned(),
@@ -202,10 +223,10 @@ fn attempt(url: &str, result: Result<ureq::http::Response<ureq::Body>, ureq::Err
     let error = || ApiError::Status {
         url: url.to_owned(),
         status,
-        body: body.chars().take(300).collect(),
+        body: String::from_utf8_lossy(&body).chars().take(300).collect(),
     };
     match status {
-        200..=299 => Attempt::Done(Ok((status, body))),
+        200..=299 => Attempt::Done(Ok(body)),
         409 | 429 | 500..=599 => Attempt::Retry(error(), retry_after),
         _ => Attempt::Done(Err(error())),
     }

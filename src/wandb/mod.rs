@@ -2,6 +2,7 @@
 //! of Burn: training reports to it as to any other metrics sink.
 
 mod artifact;
+mod artifact_download;
 mod artifact_upload;
 mod client;
 mod clock;
@@ -19,12 +20,13 @@ mod table;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::pachyderm::Provenance;
 pub use artifact::{Artifact, Content, Entry, Role, RunFile, artifact_name};
+pub use artifact_download::Downloaded;
 pub use artifact_upload::split_path as split_artifact_path;
 use connection::{Connection, base_url, connect, entity, env, project};
 pub use names::check as check_name;
@@ -93,9 +95,7 @@ pub fn start(
     let (run_id, resume) = identity(run)?;
     let spec = spec::RunSpec {
         entity: entity(settings),
-        project: project(settings)
-            .or_else(|| pipeline.clone())
-            .unwrap_or_else(|| "mnist".into()),
+        project: run_project(settings, provenance),
         display_name: env("WANDB_NAME")
             .or_else(|| run.name.map(String::from))
             .or_else(|| provenance.and_then(|p| p.job_id.clone())),
@@ -159,6 +159,48 @@ fn encoded_config(config: &Map<String, Value>) -> Value {
     internal["t"] = json!({"13": platform});
     internal["m"] = json!([]);
     Value::Object(encoded)
+}
+
+/// The project a run goes to: the settings', else the Pachyderm pipeline's name, else `mnist`.
+fn run_project(settings: &WandbConfig, provenance: Option<&Provenance>) -> String {
+    let pipeline = provenance.and_then(|p| p.pipeline.clone());
+    project(settings)
+        .or(pipeline)
+        .unwrap_or_else(|| "mnist".into())
+}
+
+/// The artifact collection of run `run_id`'s checkpoints (type `checkpoint`; the newest is
+/// `latest`).
+pub fn checkpoint_collection(run_id: &str) -> String {
+    artifact_name(&format!("checkpoint-{run_id}"))
+}
+
+/// The latest checkpoint W&B holds of the run this training would continue, for `--resume`
+/// where no local checkpoint is: the run `WANDB_RUN_ID` names, or the one of Pachyderm's
+/// pipeline, job and datum. `None` offline, without such a run id, or when the run logged none.
+pub fn latest_checkpoint(
+    settings: &WandbConfig,
+    key_file: Option<&Path>,
+    provenance: Option<&Provenance>,
+) -> Result<Option<Downloaded>> {
+    let Some(run_id) = env("WANDB_RUN_ID").or_else(|| provenance.and_then(pachyderm_run_id)) else {
+        return Ok(None);
+    };
+    let Connection::Online(client) = connect(settings, key_file)? else {
+        return Ok(None);
+    };
+    names::check("WANDB_RUN_ID", &run_id)?;
+    let project = run_project(settings, provenance);
+    let name = format!("{}:latest", checkpoint_collection(&run_id));
+    let deadline = Instant::now() + RESUME_LOOKUP;
+    let found = artifact_download::download(
+        &client,
+        entity(settings).as_deref(),
+        &project,
+        &name,
+        deadline,
+    );
+    found.with_context(|| format!("fetching {name} from W&B"))
 }
 
 /// The run's id, and whether it continues a run of that id: `WANDB_RUN_ID` and `WANDB_RESUME`

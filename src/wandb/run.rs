@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value, json};
@@ -127,7 +127,15 @@ pub struct WandbRun {
     held: Option<Map<String, Value>>,
     /// Files made for W&B (logged tables), uploaded with the run's files.
     media: Vec<RunFile>,
+    /// Whether the run has a server to log to.
+    online: bool,
+    /// The latest checkpoint not logged yet, at its step.
+    checkpoint: CheckpointSlot,
 }
+
+/// The latest checkpoint for the W&B thread to log when it gets to it: a newer one replaces
+/// one it has not got to, so that training never waits on the uploads and W&B gets the newest.
+type CheckpointSlot = Arc<Mutex<Option<(Artifact, u64)>>>;
 
 impl WandbRun {
     /// Starts the run: online through `client`, or, without one, offline under `offline_root`
@@ -147,6 +155,9 @@ impl WandbRun {
         let url = Arc::new(OnceLock::new());
         let created = url.clone();
         let run_id = spec.run_id.clone();
+        let online = client.is_some();
+        let checkpoint = CheckpointSlot::default();
+        let slot = checkpoint.clone();
         let (next_step, runtime_before, held) = match (&resumed, &spec.continues) {
             (Some(resumed), _) => (
                 resumed.starting_step,
@@ -175,8 +186,14 @@ impl WandbRun {
         std::thread::Builder::new()
             .name("wandb".into())
             .spawn(move || {
-                let worker =
-                    Worker::new(client, spec, resumed, flag, created, started, offline_root);
+                let worker = Worker::new(
+                    client,
+                    spec,
+                    resumed,
+                    (flag, created, slot),
+                    started,
+                    offline_root,
+                );
                 let _ = report_sender.send(worker.run(receiver));
             })
             .expect("spawning the W&B thread");
@@ -192,6 +209,8 @@ impl WandbRun {
             run_id,
             held,
             media: Vec::new(),
+            online,
+            checkpoint,
         }
     }
 
@@ -241,6 +260,23 @@ impl WandbRun {
             role,
             step,
         });
+    }
+
+    /// Whether the run has a server to log to.
+    pub fn online(&self) -> bool {
+        self.online
+    }
+
+    /// Logs `artifact`, a checkpoint, at the current step when the run is online (an offline
+    /// run cannot be resumed from W&B); a newer checkpoint replaces it if it has not gone yet.
+    pub fn log_checkpoint(&mut self, artifact: Artifact) {
+        if self.online {
+            let mut slot = self
+                .checkpoint
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *slot = Some((artifact, self.next_step));
+        }
     }
 
     /// Marks the run as a user of the version called `name` (`collection:vN`).
@@ -352,6 +388,7 @@ struct Worker {
     artifacts: Vec<(Artifact, Role)>,
     /// Whether an artifact or a use was not delivered.
     artifacts_failed: bool,
+    checkpoint: CheckpointSlot,
 }
 
 impl Worker {
@@ -359,8 +396,7 @@ impl Worker {
         client: Option<Client>,
         spec: RunSpec,
         resumed: Option<Resumed>,
-        stopped: Arc<AtomicBool>,
-        created: Arc<OnceLock<String>>,
+        (stopped, created, checkpoint): (Arc<AtomicBool>, Arc<OnceLock<String>>, CheckpointSlot),
         started: Instant,
         offline_root: PathBuf,
     ) -> Self {
@@ -381,6 +417,7 @@ impl Worker {
             last_sample: None,
             artifacts: Vec::new(),
             artifacts_failed: false,
+            checkpoint,
             names: None,
             offsets,
             pending: BTreeMap::new(),
@@ -415,6 +452,8 @@ impl Worker {
                     files,
                     deadline,
                 }) => {
+                    // A run stopped by a signal ends with the checkpoint to continue from.
+                    self.log_checkpoint();
                     self.finish(exit_code, summary, files, deadline);
                     break;
                 }
@@ -426,6 +465,7 @@ impl Worker {
                     break;
                 }
             }
+            self.log_checkpoint();
             if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
                 self.last_sample = Some(Instant::now());
                 let sample = self.system.sample();
@@ -472,6 +512,33 @@ impl Worker {
             }
         }
         self.artifacts.push((artifact, role));
+    }
+
+    /// Logs the checkpoint in the slot, if there is one. Not kept for an offline run, and a
+    /// failure does not keep the run offline: the next checkpoint goes on.
+    fn log_checkpoint(&mut self) {
+        let Some((artifact, step)) = (self.checkpoint.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let (Some(client), Some((entity, project, run))) = (&self.client, &self.names) else {
+            return;
+        };
+        let names = RunNames {
+            entity,
+            project,
+            run,
+        };
+        let deadline = Instant::now() + RETRY_FOR;
+        match artifact_upload::log(client, &names, &artifact, Role::Output, step, deadline) {
+            Ok(version) => eprintln!("wandb: checkpoint {}", version.label()),
+            Err(err) => eprintln!(
+                "wandb: warning: checkpoint {} not logged: {err}",
+                artifact.name
+            ),
+        }
     }
 
     /// Finds the version called `name` (`[entity/project/]collection:vN`) and marks the run

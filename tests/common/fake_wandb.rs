@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +54,10 @@ pub struct State {
     pub uses: Vec<(String, String)>,
     /// Every GraphQL request about artifacts, whole, in order.
     pub artifact_requests: Vec<Value>,
+    /// Every path downloaded (GET), in order.
+    pub downloads: Vec<String>,
+    /// Serve artifact files with their last byte changed, as a broken store or transfer would.
+    pub corrupt_downloads: bool,
 }
 
 /// An artifact version as the server keeps it.
@@ -231,19 +236,79 @@ fn serve(stream: TcpStream, state: &Mutex<State>, base: &str) {
             content_md5: &content_md5,
             body: &body,
         };
-        let (status, extra, answer) = respond(state, base, &request);
+        let (status, extra, answer, kind) = match method.as_str() {
+            "GET" => {
+                let (status, bytes) = download(&mut lock(state), &path);
+                (status, String::new(), bytes, "application/octet-stream")
+            }
+            _ => {
+                let (status, extra, answer) = respond(state, base, &request);
+                (
+                    status,
+                    extra,
+                    answer.to_string().into_bytes(),
+                    "application/json",
+                )
+            }
+        };
         if status == 0 {
             return; // a dropped connection
         }
-        let answer = answer.to_string();
-        let response = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{answer}",
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{extra}\r\n",
             answer.len()
         );
-        if stream.write_all(response.as_bytes()).is_err() {
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&answer).is_err() {
             return;
         }
     }
+}
+
+/// A GET: an uploaded manifest at the URL `FetchArtifactManifest` gave, or an artifact file at
+/// `artifactsV2/<region>/<entity>/<project>/<collection>/<birth artifact>/<md5 hex>/<name>`,
+/// as the SDK's storage policy downloads it.
+fn download(state: &mut State, path: &str) -> (u16, Vec<u8>) {
+    state.downloads.push(path.to_owned());
+    if path.starts_with("/storage/manifest/") {
+        return state
+            .puts
+            .get(path)
+            .map_or((404, Vec::new()), |bytes| (200, bytes.clone()));
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let [
+        "artifactsV2",
+        _region,
+        _entity,
+        _project,
+        _collection,
+        birth,
+        hex,
+        name,
+    ] = parts[..]
+    else {
+        return (404, Vec::new());
+    };
+    let birth = birth.replace("%3D", "=");
+    let Some(bytes) = state.puts.get(&format!("/storage/artifact/{birth}/{name}")) else {
+        return (404, Vec::new());
+    };
+    let digest = Md5::digest(bytes);
+    if digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        != hex
+    {
+        return (404, Vec::new());
+    }
+    let mut bytes = bytes.clone();
+    if state.corrupt_downloads
+        && let Some(last) = bytes.last_mut()
+    {
+        *last ^= 0xff;
+    }
+    (200, bytes)
 }
 
 /// A chunked body: hex size lines, each followed by that many bytes, until a size of 0.
@@ -429,7 +494,8 @@ fn respond(state_mutex: &Mutex<State>, base: &str, request: &Request) -> (u16, S
             | "ArtifactType"
             | "ArtifactByName"
             | "ArtifactByID"
-            | "ArtifactVersion",
+            | "ArtifactVersion"
+            | "ArtifactFiles",
         ) => {
             state.artifact_requests.push(request.clone());
             artifact_answer(
@@ -597,6 +663,21 @@ fn artifact_answer(state: &mut State, base: &str, operation: &str, variables: &V
         "ArtifactByName" => {
             let found = state.artifact(variables["name"].as_str().unwrap_or(""));
             json!({"project": {"artifact": found.map(FakeArtifact::node)}})
+        }
+        "ArtifactFiles" => {
+            // `latest` is the newest version committed: one still uploading has no files yet.
+            let name = variables["name"].as_str().unwrap_or("");
+            let collection = name.strip_suffix(":latest").unwrap_or(name);
+            let found = (state.artifacts.iter().rev())
+                .find(|a| a.committed && a.collection() == collection);
+            let artifact = found.map(|a| {
+                let mut node = a.node();
+                node["currentManifest"] =
+                    json!({"file": {"directUrl": format!("{base}/storage/manifest/{}", a.id)}});
+                node
+            });
+            let entity = variables["entity"].as_str().unwrap_or("default-entity");
+            json!({"project": {"entity": {"name": entity}, "artifact": artifact}})
         }
         _ => {
             let found = state.artifact_by_id(variables["id"].as_str().unwrap_or(""));

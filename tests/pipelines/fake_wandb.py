@@ -1,6 +1,7 @@
 """A minimal W&B server on loopback for the rehearsal: creates sweeps, runs and artifacts,
-takes file_stream and uploads, and remembers each run's API key, variables and exit code, each
-artifact's input and manifest, and which run used which artifact."""
+takes file_stream and uploads, serves artifact files back, and remembers each run's API key,
+variables and exit code, each artifact's input and manifest, and which run used which
+artifact."""
 import base64
 import json
 import threading
@@ -17,15 +18,16 @@ class FakeWandb:
         self.runs = []  # UpsertBucket variables
         self.artifacts = []  # CreateArtifact inputs, with "id", "version", "manifest"
         self.uses = []  # (run, artifact id)
+        self.blobs = {}  # upload path -> bytes
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def answer(self, body):
-                data = json.dumps(body).encode()
-                self.send_response(200)
+            def answer(self, body, status=200):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -33,9 +35,21 @@ class FakeWandb:
 
             def do_PUT(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.blobs[self.path] = body
                 if self.path.startswith("/storage/manifest/"):
                     server.artifact(self.path.rsplit("/", 1)[1])["manifest"] = json.loads(body)
                 self.answer({})
+
+            def do_GET(self):
+                # A manifest at the URL the server gave, or a file where the SDK looks for it:
+                # /artifactsV2/<region>/<entity>/<project>/<collection>/<birth>/<md5>/<name>.
+                parts = self.path.strip("/").split("/")
+                if parts[0] == "artifactsV2" and len(parts) == 8:
+                    path = f"/storage/artifact/{parts[5]}/{parts[7]}"
+                else:
+                    path = self.path
+                blob = server.blobs.get(path)
+                self.answer(blob if blob is not None else {}, 200 if blob is not None else 404)
 
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -117,7 +131,8 @@ class FakeWandb:
                 "id": "m", "file": {"id": "f", "uploadUrl": url, "uploadHeaders": []}}}}
         if operation == "CreateArtifactFiles":
             return {"createArtifactFiles": {"files": {"edges": [{"node": {
-                "storagePath": f["name"], "uploadUrl": f"{self.url}/storage/artifact/{f['name']}",
+                "storagePath": f["name"],
+                "uploadUrl": f"{self.url}/storage/artifact/{f['artifactID']}/{f['name']}",
                 "uploadHeaders": [], "uploadMultipartUrls": None, "artifact": {"id": f["artifactID"]}}}
                 for f in variables["input"]["artifactFiles"]]}}}
         if operation == "CommitArtifact":
@@ -125,6 +140,12 @@ class FakeWandb:
         if operation == "UseArtifact":
             self.uses.append((variables["input"]["runName"], variables["input"]["artifactID"]))
             return {"useArtifact": {"artifact": {"id": variables["input"]["artifactID"]}}}
+        if operation == "ArtifactFiles":
+            found = self.named(variables["name"])
+            node = found and {"id": found["id"], "versionIndex": found["version"],
+                              "metadata": found["metadata"], "currentManifest": {"file": {
+                                  "directUrl": f"{self.url}/storage/manifest/{found['id']}"}}}
+            return {"project": {"entity": {"name": "rehearsal"}, "artifact": node}}
         if operation in ("ArtifactByName", "ArtifactVersion"):
             found = (self.named(variables["name"]) if operation == "ArtifactByName"
                      else self.artifact(variables["id"]))

@@ -354,3 +354,42 @@ def test_a_killed_datum_is_retried_from_its_checkpoint_in_the_same_wandb_run(mni
         assert wandb.exit_codes == [0]
     finally:
         wandb.stop()
+
+
+def test_a_datum_retried_on_another_node_resumes_from_its_wandb_checkpoint(mnist_bin, tmp_path):
+    """A node lost mid-training: Pachyderm retries the datum elsewhere, where the node's cache
+    volume holds no checkpoint. The retry fetches the run's latest `checkpoint` artifact from
+    W&B and goes on from it, in the same W&B run."""
+    spec = load_spec("model")
+    repos = input_repos(tmp_path)
+    config = (ROOT / "configs/smoke.toml").read_text().replace("epochs = 2", "epochs = 30")
+    (repos["training-config"] / "long.toml").write_text(config)
+    commits = {repo: uuid.uuid4().hex for repo in repos}
+    wandb = FakeWandb()
+    try:
+        run_pipeline(load_spec("mnist-csv"), repos, commits, mnist_bin, tmp_path, wandb.url)
+        [datum] = datums(spec["input"], repos)
+        args = (spec, datum, 0, uuid.uuid4().hex, repos, commits, mnist_bin, tmp_path, wandb.url)
+        cmd, env, _ = prepare_datum(*args)
+        first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        logged = None
+        for line in first.stderr:
+            if line.startswith("wandb: checkpoint "):
+                logged = line.split()[2]
+                first.kill()
+                break
+        first.wait()
+        assert first.returncode == -signal.SIGKILL and logged, "no checkpoint reached W&B"
+        # Another node: its cache volume is empty.
+        shutil.rmtree(tmp_path / "node")
+
+        cmd, env, pfs = prepare_datum(*args)
+        retry = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert retry.returncode == 0, retry.stderr
+        assert f"fetched checkpoint {logged} from W&B" in retry.stderr, retry.stderr
+        card = json.loads((pfs / "out" / "long" / "model.json").read_text())
+        assert card["training"]["epochs"] == 30 and card["training"]["resumed_from_epoch"] >= 1
+        assert len({run["name"] for run in wandb.runs}) == 1 and len(wandb.runs) >= 2
+        assert wandb.exit_codes == [0]
+    finally:
+        wandb.stop()

@@ -6,6 +6,7 @@
 //! or not at all. The two latest are kept: a latest one that cannot be read is skipped, with a
 //! warning, for the one before it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -124,22 +125,45 @@ pub fn save(
     networks: Networks,
     optimizer: &ModuleOptimizer,
 ) -> Result<PathBuf> {
+    place(dir, step, |temp| {
+        output::write_file(&temp.join(WEIGHTS), &model::save_weights(networks.network)?)?;
+        for (name, network) in [(AVERAGE, networks.average), (BEST, networks.best)] {
+            if let Some(network) = network {
+                output::write_file(&temp.join(name), &model::save_weights(network)?)?;
+            }
+        }
+        let optimizer_bytes = optimizer
+            .into_bytes()
+            .map_err(|err| anyhow::anyhow!("serialising the optimizer state: {err}"))?;
+        output::write_file(&temp.join(OPTIMIZER), &optimizer_bytes)?;
+        output::write_json(&temp.join(STATE), state)
+    })
+}
+
+/// Puts a checkpoint of global step `step` made elsewhere (its files by name: a W&B artifact's)
+/// under `dir`, as [`save`] would have. Reading it is left to [`latest`], which skips it if it
+/// does not read whole.
+pub fn install(dir: &Path, step: usize, files: &BTreeMap<String, Vec<u8>>) -> Result<PathBuf> {
+    let known = [STATE, WEIGHTS, OPTIMIZER, AVERAGE, BEST];
+    if let Some(name) = files.keys().find(|name| !known.contains(&name.as_str())) {
+        anyhow::bail!("{name:?} is not a file of a checkpoint");
+    }
+    place(dir, step, |temp| {
+        files
+            .iter()
+            .try_for_each(|(name, bytes)| output::write_file(&temp.join(name), bytes))
+    })
+}
+
+/// Writes checkpoint `step` with `write` into a temporary directory under `dir`, renames it
+/// into place, and removes the checkpoints beyond the latest [`KEEP`].
+fn place(dir: &Path, step: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let name = format!("step-{step:09}");
     let target = dir.join(&name);
     let temp = dir.join(format!(".{name}.partial"));
     let _ = fs::remove_dir_all(&temp);
     fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
-    output::write_file(&temp.join(WEIGHTS), &model::save_weights(networks.network)?)?;
-    for (name, network) in [(AVERAGE, networks.average), (BEST, networks.best)] {
-        if let Some(network) = network {
-            output::write_file(&temp.join(name), &model::save_weights(network)?)?;
-        }
-    }
-    let optimizer_bytes = optimizer
-        .into_bytes()
-        .map_err(|err| anyhow::anyhow!("serialising the optimizer state: {err}"))?;
-    output::write_file(&temp.join(OPTIMIZER), &optimizer_bytes)?;
-    output::write_json(&temp.join(STATE), state)?;
+    write(&temp)?;
     let _ = fs::remove_dir_all(&target);
     fs::rename(&temp, &target).with_context(|| format!("renaming into {}", target.display()))?;
     for (_, older) in candidates(dir).into_iter().skip(KEEP) {

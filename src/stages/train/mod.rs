@@ -22,6 +22,7 @@ use crate::formats::dataset;
 use crate::formats::model_dir::ModelDir;
 use crate::pachyderm::Provenance;
 use crate::stop;
+use crate::wandb;
 use checkpoint::Checkpoint;
 use tracking::{Inputs, Tracking};
 pub use trainer::{Checkpoints, Stopped, train};
@@ -91,9 +92,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let model_dir = args.model_dir(&config_path);
     let provenance = Provenance::from_env();
     let checkpoints = args.checkpoints(&model_dir, &config, provenance.as_ref())?;
-    let resumed = args
-        .resume
-        .then(|| resume_from(&checkpoints, &config, &splits, &backend));
+    // Local checkpoints first; else the latest that the W&B run holds.
+    let resumed = args.resume.then(|| {
+        let found = resume_from(&checkpoints, &config, &splits, &backend).or_else(|| {
+            let fetched = fetch_checkpoint(&config, args, provenance.as_ref(), &checkpoints)?;
+            resume_from(&checkpoints, &config, &splits, &backend).filter(|c| c.path == fetched)
+        });
+        if found.is_none() {
+            let dir = checkpoints.dir.display();
+            eprintln!("no checkpoint in {dir} or in W&B: starting afresh");
+        }
+        found
+    });
     let resumed = resumed.flatten();
     let inputs = Inputs {
         config_path: &config_path,
@@ -157,14 +167,38 @@ fn resume_from(
     let optimizer = optimizer::build(&config.optimizer);
     let input = splits.train.images.shape;
     let classes = splits.classes.count;
-    let found = checkpoint::latest(&checkpoints.dir, input, classes, &optimizer, &device);
-    if found.is_none() {
+    checkpoint::latest(&checkpoints.dir, input, classes, &optimizer, &device)
+}
+
+/// The latest checkpoint of the W&B run this training continues, put into the checkpoint
+/// directory: where a datum retried on another node finds where the first node got to. A
+/// download that fails, or is not whole, is skipped with a warning.
+fn fetch_checkpoint(
+    config: &TrainConfig,
+    args: &TrainArgs,
+    provenance: Option<&Provenance>,
+    checkpoints: &Checkpoints,
+) -> Option<PathBuf> {
+    let key_file = args.wandb_key_file.as_deref();
+    let fetched = wandb::latest_checkpoint(&config.wandb, key_file, provenance).and_then(|found| {
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let step = (found.metadata.get("step").and_then(|step| step.as_u64()))
+            .ok_or_else(|| anyhow::anyhow!("{}: no step in its metadata", found.version))?;
+        let path = checkpoint::install(&checkpoints.dir, step as usize, &found.files)
+            .with_context(|| found.version.clone())?;
         eprintln!(
-            "no checkpoint in {}: starting afresh",
-            checkpoints.dir.display()
+            "fetched checkpoint {} from W&B into {}",
+            found.version,
+            path.display()
         );
-    }
-    found
+        Ok(Some(path))
+    });
+    fetched.unwrap_or_else(|err| {
+        eprintln!("warning: no checkpoint from W&B: {err:#}");
+        None
+    })
 }
 
 /// This command again, with `--resume`: what continues a stopped training.

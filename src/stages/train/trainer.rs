@@ -165,7 +165,7 @@ pub fn train(
             };
             run.best = Some((best, network));
         }
-        clock.save(&run, config, epoch * steps_per_epoch, None, &sinks)?;
+        clock.save(&run, config, epoch * steps_per_epoch, None, &mut sinks)?;
     }
 
     let last = run.history.last().map(|m| (m.epoch, m.validation_accuracy));
@@ -468,7 +468,7 @@ impl CheckpointClock<'_> {
         config: &TrainConfig,
         step: usize,
         within: Option<(usize, Position)>,
-        sinks: &Sinks,
+        sinks: &mut Sinks,
     ) -> Result<PathBuf> {
         let (epoch, within) = match within {
             Some((epoch, position)) => (epoch, Some(position)),
@@ -497,6 +497,7 @@ impl CheckpointClock<'_> {
             &run.optimizer,
         )?;
         self.last = Instant::now();
+        sinks.checkpointed(step, &path);
         Ok(path)
     }
 }
