@@ -3,16 +3,24 @@
 # (bench/pytorch_reference.py): same configs, rows, batch sizes and thread counts, the two
 # alternating so that both see the same machine conditions. One line per figure:
 #   instruction_set mnist AVX-512 pytorch AVX512
-#   train_cnn_samples_per_s threads 1 mnist 880 pytorch 530 ratio 1.66
-#   infer_cnn_images_per_s threads 2 mnist 6100 pytorch 3100 ratio 1.97
+#   gemm_peak_gflops threads 2 190
+#   train_cnn_samples_per_s threads 1 mnist 880 pytorch 530 ratio 1.66 share_of_peak mnist 0.52 pytorch 0.31
+#   infer_cnn_images_per_s threads 2 mnist 6100 pytorch 3100 ratio 1.97 share_of_peak mnist 0.40 pytorch 0.20
+#   scaling_cnn threads 1 880 2 1650 efficiency 1.00 0.94
 #   long_run_cnn_batch32 threads 2 mnist early 1500 late 1490 kept 0.99 pytorch early 1010 late 990 ratio 1.51
 #   accuracy_cnn mnist 90.12 pytorch 90.03 difference +0.09
 #   quality_fashion_best threads 2 mnist accuracy 94.60 seconds 590 samples_per_s 2300 pytorch accuracy 94.50 seconds 900 samples_per_s 1500 difference +0.10 ratio 1.53
 #
+# Peak: the gemm crate's f32 product of two 2048x2048 matrices at each thread count
+# (model/examples/gemm_peak.rs, best of five), what the shares of peak divide by.
 # Throughput: at each thread count of THREADS (default: 1 and every core), ROUNDS rounds, each
-# training every network for 2 epochs on the first 6,400 Fashion-MNIST training images with
-# mnist, then with PyTorch; a run's figure is its second (steady) epoch, the line's the median
-# over rounds. Inference: the reference CNN trained there classifies the 10,000 test images.
+# training every network (the reference CNN, the MLPs and fashion-best, the batch-norm network)
+# for 2 epochs on the first 6,400 Fashion-MNIST training images with mnist, then with PyTorch; a
+# run's figure is its second (steady) epoch, the line's the median over rounds; the share of
+# peak is the FLOP/s that rate makes (mnist's count per image, from its log: forward and both
+# backward products, but the first layer's input gradient) over the peak at that thread count. Inference: the reference CNN
+# trained there classifies the 10,000 test images. Scaling: per network, the rates at each
+# thread count and each one's efficiency per thread (rate / (threads x the 1-thread rate)).
 # Long run: the reference CNN at batch 32 for 14 epochs (1,750 steps, past the ~740th where
 # denormal floats used to halve the speed) on the bundled MNIST sample, at every core; early is
 # the median of epochs 2 to 4, late the median of the last three (one epoch is 2-3 seconds, and
@@ -34,7 +42,7 @@ rounds=${ROUNDS:-3}
 long_epochs=${LONG_EPOCHS:-14}
 accuracy_epochs=${ACCURACY_EPOCHS:-0}
 quality=${QUALITY:-1}
-networks=(cnn mlp seed-mlp)
+networks=(cnn mlp seed-mlp fashion-best)
 
 "$python" -c 'import torch, numpy' 2>/dev/null || {
   echo "bench-compare: $python cannot import torch and numpy (pip install torch numpy, or set PYTHON)" >&2
@@ -42,6 +50,8 @@ networks=(cnn mlp seed-mlp)
 }
 source "$(dirname "$0")/common.sh"
 prepare bench-compare "${1:-/usr/share/datasets/fashion-mnist}"
+cargo build --release --quiet --workspace --examples
+"${CARGO_TARGET_DIR:-target}/release/examples/gemm_peak" $threads | tee "$work/peak"
 subset 6400 10000 "$work/small"
 cut -d, -f2- "$work/csv/test.csv" > "$work/attributes.csv"
 "$MNIST" parse --input data/mnist-sample --output "$work/sample" 2> /dev/null
@@ -60,12 +70,17 @@ last() { # regex capturing the figure, log: the last match
 epoch_rate='^epoch [0-9]*: .* \([0-9]*\) samples\/s$'
 infer_rate='.*(\([0-9]*\) images\/s)$'
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-report() { # name, threads, file suffix
+report() { # name, threads, file suffix, MFLOP an item
   local a b
   a=$(median < "$work/mnist-$3") b=$(median < "$work/pytorch-$3")
-  awk -v n="$1" -v t="$2" -v a="$a" -v b="$b" \
-    'BEGIN { printf "%s threads %s mnist %.0f pytorch %.0f ratio %.2f\n", n, t, a, b, a / b }'
+  echo "$a" > "$work/rate-$3-$2"
+  awk -v n="$1" -v t="$2" -v a="$a" -v b="$b" -v f="$4" \
+    -v p="$(awk -v t="$2" '$3 == t { print $4 }' "$work/peak")" \
+    'BEGIN { printf "%s threads %s mnist %.0f pytorch %.0f ratio %.2f share_of_peak mnist %.2f pytorch %.2f\n",
+             n, t, a, b, a / b, a * f / (p * 1000), b * f / (p * 1000) }'
 }
+train_mflop='.*parameters; \([0-9.]*\) MFLOP to train on an image.*'
+infer_mflop='.*MFLOP to train on an image, \([0-9.]*\) to classify one.*'
 
 ours cnn "$work/small" 1 1 "$work/log" --batch-size 64
 theirs cnn "$work/small" 1 1 "$work/theirs.log"
@@ -78,6 +93,8 @@ for t in $threads; do
     for net in "${networks[@]}"; do
       ours "$net" "$work/small" 2 "$t" "$work/log"
       last "$epoch_rate" "$work/log" >> "$work/mnist-$net"
+      last "$train_mflop" "$work/log" > "$work/mflop-$net"
+      last "$infer_mflop" "$work/log" > "$work/infer-mflop-$net"
       infer=()
       if [ "$net" = cnn ]; then
         infer=(--infer)
@@ -92,9 +109,16 @@ for t in $threads; do
     echo "threads $t: round $round of $rounds done" >&2
   done
   for net in "${networks[@]}"; do
-    report "train_${net//-/_}_samples_per_s" "$t" "$net"
+    report "train_${net//-/_}_samples_per_s" "$t" "$net" "$(cat "$work/mflop-$net")"
   done
-  report infer_cnn_images_per_s "$t" infer
+  report infer_cnn_images_per_s "$t" infer "$(cat "$work/infer-mflop-cnn")"
+done
+for net in "${networks[@]}" infer; do
+  first=${threads%% *}
+  for t in $threads; do echo "$t $(cat "$work/rate-$net-$t")"; done |
+    awk -v n="scaling_${net//-/_}" -v one="$(cat "$work/rate-$net-$first")" -v first="$first" '
+      { rates = rates " " $1 " " $2; eff = eff sprintf(" %.2f", $2 * first / ($1 * one)) }
+      END { print n " threads" rates " efficiency" eff }'
 done
 
 # The long run: each epoch's rate; early (median of epochs 2-4), late (of the last three).

@@ -230,6 +230,20 @@ impl CnnConfig {
             )
     }
 
+    /// Multiply-adds of the first layer, whose input gradient nothing needs.
+    pub(crate) fn first_layer_multiply_adds(&self, input: InputShape, classes: usize) -> u64 {
+        match (self.conv_sides(input).first(), self.channels.first()) {
+            (Some(sides), Some(&out)) => {
+                let [height, width] = sides.output;
+                (height * width * out * self.kernel_size * self.kernel_size) as u64
+            }
+            _ => {
+                let first = self.hidden.first().copied().unwrap_or(classes);
+                (self.flat_features(input) * first) as u64
+            }
+        }
+    }
+
     pub(crate) fn describe(&self, input: InputShape, classes: usize) -> String {
         let pool = format!("-pool{}", self.pool);
         let channels: Vec<String> = (self.channels.iter().enumerate())

@@ -91,6 +91,17 @@ impl Architecture {
         }
     }
 
+    /// Floating-point operations of one image's training step: the forward pass and the
+    /// backward pass's two products (weight and input gradients), but for the first layer's
+    /// input gradient, which nothing needs. What a share of the machine's peak counts.
+    pub fn training_flops(&self, input: InputShape, classes: usize) -> u64 {
+        let first = match self {
+            Self::Mlp(config) => config.first_layer_multiply_adds(input, classes),
+            Self::Cnn(config) => config.first_layer_multiply_adds(input, classes),
+        };
+        2 * (3 * self.multiply_adds(input, classes) - first)
+    }
+
     /// A short human-readable description, e.g. `mlp 784-256-10 relu`.
     pub fn describe(&self, input: InputShape, classes: usize) -> String {
         match self {
@@ -138,6 +149,16 @@ mod tests {
         assert_eq!(
             mlp.multiply_adds(InputShape::MNIST, 10),
             784 * 387 + 387 * 10
+        );
+        // Forward, and both gradients but the first layer's input gradient.
+        assert_eq!(
+            mlp.training_flops(InputShape::MNIST, 10),
+            2 * (2 * 784 * 387 + 3 * 387 * 10)
+        );
+        let reference = cnn(vec![32, 64], 3, 2, vec![128]);
+        assert_eq!(
+            reference.training_flops(InputShape::MNIST, 10),
+            2 * (3 * reference.multiply_adds(InputShape::MNIST, 10) - 26 * 26 * 32 * 9)
         );
     }
 

@@ -55,6 +55,11 @@ impl MlpConfig {
         )
     }
 
+    /// Multiply-adds of the first layer, whose input gradient nothing needs.
+    pub(crate) fn first_layer_multiply_adds(&self, input: InputShape, classes: usize) -> u64 {
+        (input.pixels() * self.hidden.first().copied().unwrap_or(classes)) as u64
+    }
+
     pub(crate) fn describe(&self, input: InputShape, classes: usize) -> String {
         let widths: Vec<String> = std::iter::once(input.pixels())
             .chain(self.hidden.iter().copied())

@@ -104,10 +104,13 @@ pub fn train(
             }
         }
     };
+    let mflop = |flops: u64| flops as f64 / 1e6;
     eprintln!(
-        "training {} ({} parameters) on {} images of {} classes from {} ({} held out for validation, {} test), seed {}",
+        "training {} ({} parameters; {:.2} MFLOP to train on an image, {:.2} to classify one) on {} images of {} classes from {} ({} held out for validation, {} test), seed {}",
         config.model.describe(input, classes.count),
         run.network.num_params(),
+        mflop(config.model.training_flops(input, classes.count)),
+        mflop(2 * config.model.multiply_adds(input, classes.count)),
         train.len(),
         classes.count,
         splits.source,
