@@ -273,3 +273,67 @@ impl MetricsSink for WandbSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(epoch: usize, step: usize) -> Place {
+        Place::step(&StepMetrics {
+            epoch,
+            step,
+            total_steps: 100,
+            loss: 0.5,
+            accuracy: 0.5,
+            lr: 0.1,
+            samples_per_second: 1.0,
+        })
+    }
+
+    fn epoch(epoch: usize) -> Place {
+        Place::epoch(&EpochMetrics {
+            epoch,
+            train_loss: 0.5,
+            train_accuracy: 0.5,
+            validation_loss: None,
+            validation_accuracy: None,
+            seconds: 1.0,
+            samples_per_second: 1.0,
+        })
+    }
+
+    #[test]
+    fn rows_fall_in_the_order_training_logs_them() {
+        let logged = [
+            step(1, 20),
+            step(1, 25),
+            epoch(1),
+            step(2, 40),
+            step(2, 50),
+            epoch(2),
+            Place::Test,
+        ];
+        assert!(
+            logged.windows(2).all(|pair| pair[0] < pair[1]),
+            "{logged:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_row_held_is_read_back_from_its_keys() {
+        let held = |row: Value| match row {
+            Value::Object(row) => Place::of(&row),
+            _ => None,
+        };
+        let step_row =
+            json!({"_step": 7, "trainer/step": 50, "trainer/epoch": 2, "train/loss": 0.3});
+        assert_eq!(held(step_row), Some(step(2, 50)));
+        let epoch_row = json!({"_step": 8, "trainer/epoch": 2, "epoch/train_loss": 0.3});
+        assert_eq!(held(epoch_row), Some(epoch(2)));
+        assert_eq!(
+            held(json!({"_step": 9, "test/accuracy": 0.9})),
+            Some(Place::Test)
+        );
+        assert_eq!(held(json!({})), None);
+    }
+}
