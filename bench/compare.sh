@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # `make bench-compare`: CPU training and inference of `mnist` beside the PyTorch reference
 # (bench/pytorch_reference.py): same configs, rows, batch sizes and thread counts, the two
-# alternating so that both see the same machine conditions. One line per figure:
+# alternating so that both see the same machine conditions. One line per figure, e.g. (as
+# printed on 2 cores of a Zen 4; the accuracy line's format only):
 #   instruction_set mnist AVX-512 pytorch AVX512
-#   gemm_peak_gflops threads 2 190
-#   train_cnn_samples_per_s threads 1 mnist 880 pytorch 530 ratio 1.66 share_of_peak mnist 0.52 pytorch 0.31
-#   infer_cnn_images_per_s threads 2 mnist 6100 pytorch 3100 ratio 1.97 share_of_peak mnist 0.40 pytorch 0.20
-#   scaling_cnn threads 1 880 2 1650 efficiency 1.00 0.94
-#   long_run_cnn_batch32 threads 2 mnist early 1500 late 1490 kept 0.99 pytorch early 1010 late 990 ratio 1.51
-#   accuracy_cnn mnist 90.12 pytorch 90.03 difference +0.09
-#   quality_fashion_best threads 2 mnist accuracy 94.60 seconds 590 samples_per_s 2300 pytorch accuracy 94.50 seconds 900 samples_per_s 1500 difference +0.10 ratio 1.53
+#   gemm_peak_gflops threads 2 201
+#   train_cnn_samples_per_s threads 1 mnist 1042 pytorch 828 ratio 1.26 share_of_peak mnist 0.72 pytorch 0.57
+#   infer_cnn_images_per_s threads 2 mnist 6137 pytorch 2231 ratio 2.75 share_of_peak mnist 0.73 pytorch 0.27
+#   scaling_cnn threads 1 1042 2 2031 efficiency 1.00 0.97
+#   long_run_cnn_batch32 threads 2 mnist early 1861 late 1965 kept 1.06 pytorch early 1343 late 1147 ratio 1.71
+#   accuracy_cnn mnist A pytorch B difference A-B
+#   quality_fashion_best threads 2 mnist accuracy 93.42 seconds 523 samples_per_s 1209 pytorch accuracy 93.31 seconds 656 samples_per_s 902 difference +0.11 ratio 1.34
 #
 # Peak: the gemm crate's f32 product of two 2048x2048 matrices at each thread count
 # (model/examples/gemm_peak.rs, best of five), what the shares of peak divide by.

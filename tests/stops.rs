@@ -285,9 +285,10 @@ fn killed_at_twenty_moments_and_resumed_the_run_logs_every_row_once() {
         assert_eq!(server.state().completions.last(), Some(&0), "{at}");
         assert_eq!(figures(&out.path().join("model")), expected, "{at}");
     }
-    // Most moments fall within training, after its first checkpoint.
+    // Enough moments fall after the first checkpoint for resumes from one to be tried.
+    eprintln!("{from_checkpoints} of 20 trials resumed from a checkpoint");
     assert!(
-        from_checkpoints >= 10,
+        from_checkpoints >= 5,
         "{from_checkpoints} of 20 resumed from a checkpoint"
     );
 }
