@@ -107,6 +107,19 @@ def augment(config, pixels, side, generator):
     return x.reshape(n, side * side)
 
 
+def views(config, pixels, side):
+    """[tta]'s views of raw pixels [n, side*side] (0 is background), the image itself first, in
+    the order of model/src/views.rs: each move (none, up, down, left, right), then mirrored."""
+    shift = config.get("shift", 0)
+    moves = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
+    padded = nn.functional.pad(pixels.view(-1, side, side), (shift,) * 4)
+    each = []
+    for down, right in moves:
+        view = padded[:, shift - down:shift - down + side, shift - right:shift - right + side]
+        each += [view, view.flip(-1)] if config.get("flip", False) else [view]
+    return [view.reshape(-1, side * side) for view in each]
+
+
 def preprocess(kind, pixels):
     x = pixels.float() / 255.0
     if kind["kind"] == "binarize":
@@ -195,11 +208,16 @@ def load(path):
     return torch.from_numpy(data[:, 1:].copy()), torch.from_numpy(data[:, 0].astype(np.int64))
 
 
-def evaluate(model, x, y, loss):
+def logits(model, x):
     model.eval()
     with torch.no_grad():
         outputs = torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
     model.train()
+    return outputs
+
+
+def evaluate(model, x, y, loss):
+    outputs = logits(model, x)
     return loss(outputs, y).item(), (outputs.argmax(1) == y).float().mean().item()
 
 
@@ -295,9 +313,17 @@ def main():
     if best:
         model.load_state_dict(best[2])
         print(f"keeping epoch {best[1]} (validation accuracy {100 * best[0]:.2f}%)")
-    test_x = preprocess(config["preprocess"], test_pixels)
-    test_loss, accuracy = evaluate(model, test_x, test_labels, loss)
-    print(f"test: loss {test_loss:.4f}, accuracy {100 * accuracy:.2f}%")
+    # Test-time augmentation, as mnist's test figures: the mean of the views' logits.
+    each = [logits(model, preprocess(config["preprocess"], view))
+            for view in views(config.get("tta", {}), test_pixels, side)]
+    averaged = sum(each[1:], each[0]) / len(each)
+    accuracy = (averaged.argmax(1) == test_labels).float().mean().item()
+    single = ""
+    if len(each) > 1:
+        own = (each[0].argmax(1) == test_labels).float().mean().item()
+        single = f" ({100 * own:.2f}% from each image's own view alone)"
+    print(f"test: loss {loss(averaged, test_labels).item():.4f}, accuracy {100 * accuracy:.2f}%"
+          f"{single}")
     if args.infer:
         model.eval()
         sync()

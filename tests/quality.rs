@@ -1,7 +1,7 @@
 //! The quality recipe end to end on the sample: a batch-normalized CNN trained with
 //! augmentation, label smoothing, a warm-up, a moving average of the weights, the best epoch
-//! kept and early stopping; what it saves is what it evaluated, and a resumed run reaches the
-//! same figures as an uninterrupted one.
+//! kept, early stopping and test-time augmentation; what it saves is what it evaluated, and a
+//! resumed run reaches the same figures as an uninterrupted one.
 
 mod common;
 
@@ -52,6 +52,9 @@ gamma = 10.0
 [augment]
 shift = 2
 erase = 0.5
+
+[tta]
+shift = 1
 "#;
 
 fn train(config: &Path, model: &Path, extra: &[&str]) -> String {
@@ -121,19 +124,36 @@ fn the_best_epoch_of_the_average_is_kept_saved_and_resumed_exactly() {
     );
 
     // model.bpk is the kept network, its running statistics included: evaluated again from
-    // the file, it gives the test figures the card reports.
-    let stats = work.path().join("stats");
-    succeeds(
-        mnist()
-            .args(["stats", "--backend", "cpu", "--model"])
-            .arg(&full)
-            .arg("--data")
-            .arg(sample_dir())
-            .arg("--output")
-            .arg(&stats),
+    // the file, with the card's 5 views, it gives the test figures the card reports; without
+    // the views, the card's figure for each image's own view.
+    let test_accuracy = |model: &Path| {
+        let stats = model.with_extension("stats");
+        succeeds(
+            mnist()
+                .args(["stats", "--backend", "cpu", "--model"])
+                .arg(model)
+                .arg("--data")
+                .arg(sample_dir())
+                .arg("--output")
+                .arg(&stats),
+        );
+        json(&stats.join("stats.json"))["evaluation"]["accuracy"].clone()
+    };
+    assert_eq!(test_accuracy(&full), metrics["test_accuracy"]);
+    assert!(log.contains("from each image's own view alone"), "{log}");
+    let single = work.path().join("single-view");
+    fs::create_dir(&single).unwrap();
+    for file in ["model.bpk", "metrics.json"] {
+        fs::copy(full.join(file), single.join(file)).unwrap();
+    }
+    let mut card = json(&full.join("model.json"));
+    assert_eq!(
+        card["config"]["tta"],
+        serde_json::json!({"flip": false, "shift": 1})
     );
-    let evaluation = &json(&stats.join("stats.json"))["evaluation"];
-    assert_eq!(evaluation["accuracy"], metrics["test_accuracy"]);
+    card["config"].as_object_mut().unwrap().remove("tta");
+    fs::write(single.join("model.json"), card.to_string()).unwrap();
+    assert_eq!(test_accuracy(&single), metrics["test_accuracy_single_view"]);
 
     // The same seed again, and the same training stopped after an epoch and resumed: the
     // same figures.

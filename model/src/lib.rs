@@ -11,6 +11,7 @@ pub mod export;
 pub mod layers;
 mod mlp;
 mod preprocess;
+mod views;
 mod weights;
 
 use burn::prelude::*;
@@ -20,6 +21,7 @@ pub use activation::ActivationKind;
 pub use cnn::{Cnn, CnnConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use preprocess::Preprocess;
+pub use views::{Classified, View, Views};
 pub use weights::{WeightsError, load_weights, save_weights};
 
 /// A layer that does not fit what feeds it, for images of a given shape.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use model::Architecture;
-pub use model::Preprocess;
+pub use model::{Preprocess, Views};
 
 use crate::formats::classes::Names;
 use crate::formats::exports::ExportConfig;
@@ -24,6 +24,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     #[serde(default)]
     pub augment: Augment,
+    /// Test-time augmentation: the views of an image every stage averages the logits of.
+    #[serde(default, skip_serializing_if = "Views::is_single")]
+    pub tta: Views,
     #[serde(default)]
     pub wandb: WandbConfig,
     #[serde(default, skip_serializing_if = "ExportConfig::is_empty")]
@@ -452,11 +455,13 @@ impl TrainConfig {
                 self.augment.erase
             );
         }
-        if self.augment.shift > 64 {
-            bail!(
-                "augment.shift: {} pixels is more than 64",
-                self.augment.shift
-            );
+        for (key, shift) in [
+            ("augment.shift", self.augment.shift),
+            ("tta.shift", self.tta.shift),
+        ] {
+            if shift > 64 {
+                bail!("{key}: {shift} pixels is more than 64");
+            }
         }
         let (widths, dropouts): (Vec<usize>, Vec<(&str, f64)>) = match &self.model {
             Architecture::Mlp(mlp) => (mlp.hidden.clone(), vec![("model.dropout", mlp.dropout)]),
@@ -580,6 +585,18 @@ mod tests {
         let err =
             parse(&BASE.replace("kind = \"scale\"", "kind = \"scale\"\nmean = 1")).unwrap_err();
         assert!(err.to_string().contains("unknown field `mean`"), "{err}");
+        let tta = |keys: &str| parse(&format!("{BASE}\n[tta]\n{keys}"));
+        assert_eq!(
+            tta("flip = true\nshift = 1").unwrap().tta,
+            Views {
+                flip: true,
+                shift: 1
+            }
+        );
+        let err = tta("flip = true\nshfit = 1").unwrap_err();
+        assert!(err.to_string().contains("unknown field `shfit`"), "{err}");
+        let err = tta("shift = 65").unwrap().validate().unwrap_err();
+        assert_eq!(err.to_string(), "tta.shift: 65 pixels is more than 64");
     }
 
     #[test]

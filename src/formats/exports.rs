@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use model::export::{self, Plan};
-use model::{InputShape, Network, Preprocess};
+use model::{InputShape, Network, Preprocess, Views};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -69,6 +69,8 @@ pub struct About<'a> {
     /// Every class's name (its number where it has none), in label order.
     pub classes: Vec<String>,
     pub preprocess: Preprocess,
+    /// The views whose logits the model averages (test-time augmentation).
+    pub views: Views,
     pub test_accuracy: f64,
     /// The version of `mnist` that trained it.
     pub trained_by: &'a str,
@@ -92,15 +94,26 @@ pub fn write(
             ExportFormat::Onnx => {
                 let mut props = metadata.clone();
                 props.push(("outputs".into(), ONNX_OUTPUTS.into()));
-                let bytes = export::onnx(&plan, &about.preprocess, about.summary, &props);
+                let bytes = export::onnx(
+                    &plan,
+                    &about.preprocess,
+                    &about.views,
+                    about.summary,
+                    &props,
+                );
                 contents.push((ExportFormat::ONNX_FILE, bytes));
             }
             ExportFormat::Safetensors => {
                 let header: BTreeMap<String, String> = metadata.iter().cloned().collect();
                 let bytes = export::safetensors(&plan, &header).context("exporting the model")?;
                 contents.push((ExportFormat::SAFETENSORS_FILE, bytes));
-                let source =
-                    export::pytorch_module(&plan, &about.preprocess, about.summary, &about.classes);
+                let source = export::pytorch_module(
+                    &plan,
+                    &about.preprocess,
+                    &about.views,
+                    about.summary,
+                    &about.classes,
+                );
                 contents.push((ExportFormat::PYTORCH_FILE, source.into_bytes()));
             }
         }
@@ -126,6 +139,10 @@ fn metadata(about: &About) -> Vec<(String, String)> {
         ("test_accuracy".to_owned(), about.test_accuracy.to_string()),
         ("mnist_version".to_owned(), about.trained_by.to_owned()),
     ];
+    if !about.views.is_single() {
+        let views = serde_json::to_string(&about.views).unwrap_or_default();
+        props.push(("tta".to_owned(), views));
+    }
     if let Some(run) = about.wandb_run {
         props.push(("wandb_run".to_owned(), run.to_owned()));
     }
@@ -146,6 +163,9 @@ pub fn describe(about: &About, formats: &[ExportFormat]) -> Value {
                 "input_scaling": "raw pixels 0..255; the model applies its preprocessing",
                 "preprocess": about.preprocess,
             });
+            if !about.views.is_single() {
+                described["tta"] = json!(about.views);
+            }
             if format == ExportFormat::Onnx {
                 described["opset"] = json!(export::OPSET);
                 described["outputs"] = json!([export::LOGITS, export::PROBABILITIES]);

@@ -70,6 +70,7 @@ impl ModelCard {
             input: self.input,
             classes: self.classes().all_names(),
             preprocess: self.config.preprocess,
+            views: self.config.tta,
             test_accuracy: self.metrics.test_accuracy,
             trained_by: &self.crate_version,
             wandb_run: self.wandb_run.as_deref(),
@@ -126,6 +127,9 @@ pub struct KeptEpoch {
 pub struct TestMetrics {
     pub test_loss: f64,
     pub test_accuracy: f64,
+    /// With test-time augmentation (`[tta]`), the accuracy of each image's own view alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy_single_view: Option<f64>,
     /// The class most often missed on the test set; absent from cards written before it was
     /// recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -82,8 +82,11 @@ impl MetricsSink for Console {
             .worst_class
             .as_ref()
             .map_or(String::new(), |worst| format!("; worst class {worst}"));
+        let single = test.test_accuracy_single_view.map_or(String::new(), |a| {
+            format!(" ({:.2}% from each image's own view alone)", 100.0 * a)
+        });
         eprintln!(
-            "test: loss {:.4}, accuracy {:.2}%{worst}",
+            "test: loss {:.4}, accuracy {:.2}%{single}{worst}",
             test.test_loss,
             100.0 * test.test_accuracy
         );

@@ -4,7 +4,7 @@ use anyhow::Result;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use model::Network;
+use model::{Network, Views};
 use serde::Serialize;
 
 use crate::formats::classes::{Classes, Label};
@@ -74,21 +74,29 @@ pub struct Predicted {
     width: usize,
 }
 
-/// The predicted class of every image.
+/// The predicted class of every image, from the average of `views`' logits.
 pub fn predict(
     network: &Network,
     images: &Images,
     preprocess: &Preprocess,
+    views: &Views,
     device: &Device,
 ) -> Result<Predicted> {
     let inputs = images_tensor(images, preprocess, device);
+    let background = background(preprocess);
     let mut predicted = Predicted::with_capacity(images.count);
     for start in (0..images.count).step_by(EVAL_BATCH) {
         let len = EVAL_BATCH.min(images.count - start);
-        let outputs = network.forward(inputs.clone().narrow(0, start, len));
-        predicted.add(outputs)?;
+        let batch = inputs.clone().narrow(0, start, len);
+        let outputs = views.classify(network, batch, images.shape, background);
+        predicted.add(outputs.averaged)?;
     }
     Ok(predicted)
+}
+
+/// The network input of a background pixel: what a moved view is filled with.
+fn background(preprocess: &Preprocess) -> f32 {
+    preprocess.table()[0]
 }
 
 impl Predicted {
@@ -130,6 +138,8 @@ impl Predicted {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
+    /// With several views: the accuracy of the image's own view alone.
+    pub single_view_accuracy: Option<f64>,
     pub predicted: Predicted,
 }
 
@@ -139,6 +149,7 @@ pub struct DeviceData<'a> {
     pub data: &'a Labelled,
     pub inputs: Tensor<2>,
     pub targets: Tensor<1, Int>,
+    background: f32,
 }
 
 impl<'a> DeviceData<'a> {
@@ -147,6 +158,7 @@ impl<'a> DeviceData<'a> {
             data,
             inputs: images_tensor(&data.images, preprocess, device),
             targets: labels_tensor(&data.labels, device),
+            background: background(preprocess),
         }
     }
 
@@ -154,18 +166,30 @@ impl<'a> DeviceData<'a> {
         self.data.len()
     }
 
-    /// Loss, accuracy and predictions of `network` on this data, in batches.
-    pub fn evaluate(&self, network: &Network, loss_kind: Loss) -> Result<Evaluation> {
+    /// Loss, accuracy and predictions of `network` on this data, in batches, classifying each
+    /// image by the average of `views`' logits.
+    pub fn evaluate(
+        &self,
+        network: &Network,
+        loss_kind: Loss,
+        views: &Views,
+    ) -> Result<Evaluation> {
         let len = self.len();
         let mut predicted = Predicted::with_capacity(len);
         let mut loss_sum = 0.0;
+        let mut own_correct = 0;
         for start in (0..len).step_by(EVAL_BATCH) {
             let batch = EVAL_BATCH.min(len - start);
-            let outputs = network.forward(self.inputs.clone().narrow(0, start, batch));
+            let inputs = self.inputs.clone().narrow(0, start, batch);
+            let outputs = views.classify(network, inputs, self.data.images.shape, self.background);
             let targets = self.targets.clone().narrow(0, start, batch);
-            let batch_loss = loss(loss_kind, 0.0, outputs.clone(), targets);
+            if !views.is_single() {
+                let own = correct(outputs.own, targets.clone());
+                own_correct += own.try_into_scalar::<i64>()? as usize;
+            }
+            let batch_loss = loss(loss_kind, 0.0, outputs.averaged.clone(), targets);
             loss_sum += f64::from(batch_loss.try_into_scalar::<f32>()?) * batch as f64;
-            predicted.add(outputs)?;
+            predicted.add(outputs.averaged)?;
         }
         let correct = predicted
             .classes
@@ -173,9 +197,11 @@ impl<'a> DeviceData<'a> {
             .zip(&self.data.labels)
             .filter(|(p, l)| p == l)
             .count();
+        let share = |count: usize| count as f64 / len.max(1) as f64;
         Ok(Evaluation {
             loss: loss_sum / len.max(1) as f64,
-            accuracy: correct as f64 / len.max(1) as f64,
+            accuracy: share(correct),
+            single_view_accuracy: (!views.is_single()).then(|| share(own_correct)),
             predicted,
         })
     }

@@ -258,6 +258,9 @@ impl MetricsSink for WandbSink {
             ("test/accuracy", json!(test.test_accuracy)),
             ("test/loss", json!(test.test_loss)),
         ];
+        if let Some(single) = test.test_accuracy_single_view {
+            figures.push(("test/accuracy_single_view", json!(single)));
+        }
         if let Some(worst) = &test.worst_class {
             figures.push(("test/worst_class", json!(worst.class)));
             figures.push(("test/worst_class_error", json!(worst.error)));

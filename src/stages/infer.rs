@@ -83,6 +83,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         &model.network,
         &images,
         &model.card.config.preprocess,
+        &model.card.config.tta,
         &backend.device,
     )?;
     let seconds = started.elapsed().as_secs_f64();

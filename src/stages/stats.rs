@@ -71,7 +71,11 @@ pub fn run(args: &StatsArgs) -> Result<()> {
             let test = dataset::load_test(dir, &classes)?;
             Interrupted::check(|| "nothing was written".into())?;
             let eval = DeviceData::new(&test, &model.card.config.preprocess, &backend.device)
-                .evaluate(&model.network, model.card.config.training.loss)?;
+                .evaluate(
+                    &model.network,
+                    model.card.config.training.loss,
+                    &model.card.config.tta,
+                )?;
             let figures = ClassStats::of(dir.display().to_string(), &classes, &test.labels, &eval);
             (Some((test, eval)), Some(figures))
         }

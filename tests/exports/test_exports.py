@@ -1,7 +1,9 @@
 """`mnist export` against the runtimes it writes for: ONNX Runtime on model.onnx, and PyTorch on
 model.safetensors loaded into model.py's module, each agreeing with `mnist infer` on the 1,000
-sample test digits, for a fully connected network, a CNN and a batch-normalized CNN."""
+sample test digits, for a fully connected network, a CNN and a batch-normalized CNN that
+averages the logits of 10 views of each image."""
 import importlib.util
+import json
 import os
 import subprocess
 
@@ -33,7 +35,8 @@ kind = "sgd"
 lr = 0.1
 """
 # Padded convolutions, a pool after each, batch normalization, standardized inputs, class
-# names; the config asks training for the exports itself.
+# names, test-time augmentation (the logits of 10 views averaged); the config asks training for
+# the exports itself.
 BATCH_NORM = """
 [model]
 kind = "cnn"
@@ -60,6 +63,10 @@ lr = 3e-3
 
 [data]
 classes = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+[tta]
+flip = true
+shift = 1
 
 [export]
 formats = ["onnx", "safetensors"]
@@ -163,3 +170,7 @@ def test_training_writes_the_exports_the_config_asks_for(exported):
     props = {p.key: p.value for p in onnx.load(exported["model"] / "model.onnx").metadata_props}
     assert props["classes"].startswith('["zero","one",')
     assert '"kind":"standardize"' in props["preprocess"]
+    assert props["tta"] == '{"flip":true,"shift":1}'
+    card = json.loads((exported["model"] / "model.json").read_text())
+    assert card["config"]["tta"] == {"flip": True, "shift": 1}
+    assert 0 < card["metrics"]["test_accuracy_single_view"] <= 1

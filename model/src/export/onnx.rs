@@ -4,7 +4,7 @@ use prost::Message;
 
 use super::onnx_proto::*;
 use super::{Layer, Plan, Values};
-use crate::{ActivationKind, Preprocess};
+use crate::{ActivationKind, InputShape, Preprocess, Views};
 
 /// The ONNX operator set the graphs use (ONNX Runtime 1.8 and TensorRT 8 on read it).
 pub const OPSET: i64 = 13;
@@ -18,18 +18,25 @@ pub const INPUT_DOC: &str = "float32 [batch, 1, height, width]: raw pixel values
 pub const LOGITS: &str = "logits";
 pub const PROBABILITIES: &str = "probabilities";
 
-/// The ONNX model of `plan`, which was trained on pixels `preprocess`ed: input [`INPUT`],
-/// outputs [`LOGITS`] (the network's class scores) and [`PROBABILITIES`] (their softmax), each
-/// `[batch, classes]` with the batch size free. `metadata` goes into `metadata_props`.
+/// The ONNX model of `plan`, which was trained on pixels `preprocess`ed and classifies an image
+/// by the average of its `views`' logits: input [`INPUT`], outputs [`LOGITS`] (the class scores)
+/// and [`PROBABILITIES`] (their softmax), each `[batch, classes]` with the batch size free.
+/// `metadata` goes into `metadata_props`.
 pub fn onnx(
     plan: &Plan,
     preprocess: &Preprocess,
+    views: &Views,
     doc: &str,
     metadata: &[(String, String)],
 ) -> Vec<u8> {
     let mut graph = Graph::default();
-    let inputs = graph.preprocess(preprocess);
-    let last = (plan.layers.iter()).fold(inputs, |x, step| graph.layer(&step.name, &step.layer, x));
+    let pixels = graph.views(views, plan.input);
+    let inputs = graph.preprocess(preprocess, pixels);
+    let mut last =
+        (plan.layers.iter()).fold(inputs, |x, step| graph.layer(&step.name, &step.layer, x));
+    if !views.is_single() {
+        last = graph.average(views.list().len(), plan.classes, last);
+    }
     graph.rename(&last, LOGITS);
     graph.node(
         "Softmax",
@@ -93,9 +100,60 @@ struct Graph {
 }
 
 impl Graph {
+    /// The graph's input, or with several views all of them one after another along the batch
+    /// axis, in [`Views::list`]'s order: moved by slicing the input padded with background,
+    /// mirrored by slicing backwards.
+    fn views(&mut self, views: &Views, input: InputShape) -> String {
+        let list = views.list();
+        if list.len() == 1 {
+            return INPUT.into();
+        }
+        let s = views.shift as i64;
+        let (height, width) = (input.height as i64, input.width as i64);
+        let padded = (s > 0).then(|| {
+            let pads = self.int64s("view_pads", &[0, 0, s, s, 0, 0, s, s]);
+            self.node("Pad", "padded", vec![INPUT.into(), pads], vec![])
+        });
+        let spatial = (s > 0).then(|| self.int64s("spatial_axes", &[2, 3]));
+        let mirror = views.flip.then(|| {
+            [
+                self.int64s("mirror_starts", &[-1]),
+                self.int64s("mirror_ends", &[i64::MIN]),
+                self.int64s("width_axis", &[3]),
+                self.int64s("mirror_steps", &[-1]),
+            ]
+        });
+        let mut each = Vec::new();
+        for (i, view) in list.iter().enumerate() {
+            let mut x = String::from(INPUT);
+            if let (Some(padded), Some(axes)) = (&padded, &spatial)
+                && (view.down, view.right) != (0, 0)
+            {
+                let (top, left) = (s - view.down as i64, s - view.right as i64);
+                let starts = self.int64s(&format!("view{i}_starts"), &[top, left]);
+                let ends = self.int64s(&format!("view{i}_ends"), &[top + height, left + width]);
+                let inputs = vec![padded.clone(), starts, ends, axes.clone()];
+                x = self.node("Slice", &format!("view{i}_moved"), inputs, vec![]);
+            }
+            if let Some(mirror) = mirror.as_ref().filter(|_| view.mirrored) {
+                let inputs = std::iter::once(x).chain(mirror.iter().cloned()).collect();
+                x = self.node("Slice", &format!("view{i}_mirrored"), inputs, vec![]);
+            }
+            each.push(x);
+        }
+        self.node("Concat", "views", each, vec![int("axis", 0)])
+    }
+
+    /// The mean over `views` of logits `[views * batch, classes]`, view by view.
+    fn average(&mut self, views: usize, classes: usize, logits: String) -> String {
+        let shape = self.int64s("views_shape", &[views as i64, -1, classes as i64]);
+        let split = self.node("Reshape", "view_logits", vec![logits, shape], vec![]);
+        let attributes = vec![ints("axes", &[0]), int("keepdims", 0)];
+        self.node("ReduceMean", "averaged", vec![split], attributes)
+    }
+
     /// Pixels 0..255 to network inputs, the same float operations as [`Preprocess::table`].
-    fn preprocess(&mut self, preprocess: &Preprocess) -> String {
-        let pixels = String::from(INPUT);
+    fn preprocess(&mut self, preprocess: &Preprocess, pixels: String) -> String {
         match *preprocess {
             Preprocess::Binarize {} => {
                 let zero = self.scalar("zero", 0.0);
@@ -227,6 +285,17 @@ impl Graph {
             data_type: TensorProto::FLOAT,
             name: name.into(),
             raw_data: values.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name.into()
+    }
+
+    /// A one-dimensional int64 constant: shapes, pads, slice bounds.
+    fn int64s(&mut self, name: &str, values: &[i64]) -> String {
+        self.initializers.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: TensorProto::INT64,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         });
         name.into()
     }

@@ -102,6 +102,7 @@ pub struct TensorProto {
 
 impl TensorProto {
     pub const FLOAT: i32 = 1;
+    pub const INT64: i32 = 7;
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -4,13 +4,15 @@
 use std::fmt::Write;
 
 use super::{Layer, Plan};
-use crate::{ActivationKind, Preprocess};
+use crate::{ActivationKind, Preprocess, Views};
 
 /// Python source defining `Net`, an `nn.Sequential` of `plan`'s layers after the model's
-/// preprocessing, and `CLASSES`, the class names in label order. `summary` heads its docstring.
+/// preprocessing that averages the logits of `views`, and `CLASSES`, the class names in label
+/// order. `summary` heads its docstring.
 pub fn pytorch_module(
     plan: &Plan,
     preprocess: &Preprocess,
+    views: &Views,
     summary: &str,
     classes: &[String],
 ) -> String {
@@ -57,6 +59,18 @@ pub fn pytorch_module(
         ),
     };
     let classes = serde_json::to_string(classes).unwrap_or_else(|_| "[]".into());
+    let (averaged, imports, constants, forward) = match views.is_single() {
+        true => Default::default(),
+        false => (
+            format!(
+                "\nThe logits are the average over the {} views of each image that `VIEWS` lists.",
+                views.list().len()
+            ),
+            "import torch\n",
+            views_constants(views),
+            VIEWS_FORWARD,
+        ),
+    };
     let mut source = format!(
         r#""""The PyTorch twin of an `mnist` model: {summary}.
 
@@ -68,16 +82,16 @@ Written by `mnist export` {version} beside model.safetensors, whose names and la
 
 `Net` reads raw pixels, float32 [batch, 1, {height}, {width}] with values 0..255 (0 the
 background), applies the preprocessing the model was trained with, and returns the class logits
-[batch, {count}]. In eval mode batch normalization uses its running statistics.
+[batch, {count}].{averaged} In eval mode batch normalization uses its running statistics.
 """
 
 from collections import OrderedDict
 
-from torch import nn
+{imports}from torch import nn
 
 # The class names, in label order.
 CLASSES = {classes}
-
+{constants}
 
 class Preprocess(nn.Module):
     """Pixels 0..255 to the network's inputs: {doc}."""
@@ -100,5 +114,38 @@ class Net(nn.Sequential):
         let _ = writeln!(source, "                    ({name:?}, {module}),");
     }
     source.push_str("                ]\n            )\n        )\n");
+    source.push_str(forward);
     source
 }
+
+/// `VIEWS` and `SHIFT`, which [`VIEWS_FORWARD`] reads.
+fn views_constants(views: &Views) -> String {
+    let python_bool = |b: bool| if b { "True" } else { "False" };
+    let list: Vec<String> = (views.list().iter())
+        .map(|v| format!("({}, {}, {})", v.down, v.right, python_bool(v.mirrored)))
+        .collect();
+    format!(
+        r#"
+# Test-time augmentation: the views of an image whose logits `Net` averages, as (pixels moved
+# down, pixels moved right, mirrored left to right afterwards); background comes in.
+VIEWS = [{}]
+SHIFT = {}
+"#,
+        list.join(", "),
+        views.shift
+    )
+}
+
+/// `Net.forward` when it averages the logits of several views.
+const VIEWS_FORWARD: &str = r#"
+    def forward(self, pixels):
+        height, width = pixels.shape[2:]
+        padded = nn.functional.pad(pixels, (SHIFT,) * 4)
+        views = []
+        for down, right, mirrored in VIEWS:
+            top, left = SHIFT - down, SHIFT - right
+            view = padded[:, :, top : top + height, left : left + width]
+            views.append(view.flip(3) if mirrored else view)
+        logits = super().forward(torch.cat(views))
+        return logits.view(len(VIEWS), -1, logits.shape[1]).mean(0)
+"#;

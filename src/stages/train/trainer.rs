@@ -8,7 +8,7 @@ use anyhow::Result;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use model::Network;
+use model::{Network, Views};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -145,7 +145,7 @@ pub fn train(
         // The network the model would keep: the average of the weights when there is one.
         let network = run.evaluated();
         let validation = (!validation.is_empty())
-            .then(|| held_out.evaluate(&network, t.loss))
+            .then(|| held_out.evaluate(&network, t.loss, &Views::default()))
             .transpose()?;
         let metrics = EpochMetrics {
             epoch,
@@ -186,12 +186,16 @@ pub fn train(
         }
         None => (run.evaluated(), (last_epoch, last_accuracy)),
     };
-    let test =
-        DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(&network, t.loss)?;
+    let test = DeviceData::new(&splits.test, &config.preprocess, &device).evaluate(
+        &network,
+        t.loss,
+        &config.tta,
+    )?;
     let per_class = ClassStats::of(splits.source.clone(), classes, &splits.test.labels, &test);
     let metrics = TestMetrics {
         test_loss: test.loss,
         test_accuracy: test.accuracy,
+        test_accuracy_single_view: test.single_view_accuracy,
         worst_class: per_class.worst(),
     };
     sinks.finished(&metrics);
