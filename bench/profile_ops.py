@@ -22,6 +22,9 @@ OPERATIONS = [
     ("conv forward", r"Conv2d::forward|model::layers::conv2d|Kernels>::conv_forward"),
     ("conv backward",
      r"Conv2D\w* as burn_autodiff::ops::backward::Backward|Kernels>::conv_backward|cpu::conv::backward"),
+    ("batch norm forward",
+     r"Kernels>::(norm_forward|batch_statistics)|cpu::norm::(forward|statistics)"),
+    ("batch norm backward", r"Kernels>::norm_backward|cpu::norm::backward"),
     ("max-pool forward", r"MaxPool2d::forward"),
     ("max-pool backward", r"MaxPool2D\w* as burn_autodiff"),
     ("dropout forward", r"Dropout::forward|model::layers::dropout|cpu::dropout::dropout"),
@@ -35,6 +38,7 @@ OPERATIONS = [
     ("loss forward", r"report::evaluate::loss"),
     ("optimizer step", r"ModuleOptimizer::step|burn_optim::"),
     ("gradient collection", r"GradientsParams::from_grads"),
+    ("augmentation", r"train::augment::"),
     ("batch assembly", r"report::evaluate::index_tensor|Tensor<_>>::select|float_select"),
     ("running metrics", r"train::trainer::Window::"),
 ]

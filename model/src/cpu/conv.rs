@@ -1,6 +1,7 @@
 //! Convolution (stride 1, with zero padding of `pad` pixels on every side) as matrix
-//! multiplies, one image at a time: with `cols [k, p]` an image unfolded (im2col: `k = c*kh*kw`
-//! rows, `p = oh*ow` output positions) and `w [o, k]` the flattened weights,
+//! multiplies, a small group of images at a time: with `cols [k, n]` the group's images
+//! unfolded side by side (im2col: `k = c*kh*kw` rows, `n = images * oh*ow` output positions)
+//! and `w [o, k]` the flattened weights,
 //! - forward: `y = w x cols + bias`;
 //! - backward: `dwᵀ += cols x dyᵀ`, `dbias += rows of dy summed`, `dx = fold(wᵀ x dy)`.
 //!
@@ -27,11 +28,12 @@ pub(super) fn forward(
     let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let (x, w, bias) = (f32s(&x), f32s(&weight), f32s(&bias));
     let mut y = vec![0.0f32; g.image[0] * g.output_len()];
-    y.par_chunks_mut(g.output_len())
-        .zip(x.par_chunks(g.image_len()))
+    let group = g.group();
+    y.par_chunks_mut(group * g.output_len())
+        .zip(x.par_chunks(group * g.image_len()))
         .for_each_init(
-            || vec![0.0f32; g.cols_len()],
-            |cols, (y, x)| g.forward_image(w, bias, x, cols, y),
+            || Products::new(&g),
+            |products, (y, x)| products.forward(&g, w, bias, x, y),
         );
     let [n, _, _, _] = g.image;
     let [oh, ow] = g.output();
@@ -40,7 +42,7 @@ pub(super) fn forward(
 
 /// A convolution followed by a `size x size` max-pool: the pooled `[n, o, oh / size,
 /// ow / size]` and where in its plane of the convolution each maximum was. The convolution's
-/// output only exists one image at a time, in a thread's buffer.
+/// output only exists one group of images at a time, in a thread's buffer.
 pub(super) fn forward_pooled(
     x: FlexTensor,
     weight: FlexTensor,
@@ -55,15 +57,22 @@ pub(super) fn forward_pooled(
     let pooled_len = g.filters * ph * pw;
     let mut pooled = vec![0.0f32; g.image[0] * pooled_len];
     let mut argmax = vec![0i32; pooled.len()];
+    let group = g.group();
     pooled
-        .par_chunks_mut(pooled_len)
-        .zip(argmax.par_chunks_mut(pooled_len))
-        .zip(x.par_chunks(g.image_len()))
+        .par_chunks_mut(group * pooled_len)
+        .zip(argmax.par_chunks_mut(group * pooled_len))
+        .zip(x.par_chunks(group * g.image_len()))
         .for_each_init(
-            || (vec![0.0f32; g.cols_len()], vec![0.0f32; g.output_len()]),
-            |(cols, y), ((pooled, argmax), x)| {
-                g.forward_image(w, bias, x, cols, y);
-                pool::forward_planes(y, g.output(), size, pooled, argmax);
+            || (Products::new(&g), vec![0.0f32; group * g.output_len()]),
+            |(products, y), ((pooled, argmax), x)| {
+                let y = &mut y[..x.len() / g.image_len() * g.output_len()];
+                products.forward(&g, w, bias, x, y);
+                for ((y, pooled), argmax) in (y.chunks(g.output_len()))
+                    .zip(pooled.chunks_mut(pooled_len))
+                    .zip(argmax.chunks_mut(pooled_len))
+                {
+                    pool::forward_planes(y, g.output(), size, pooled, argmax);
+                }
             },
         );
     let shape = [g.image[0], g.filters, ph, pw];
@@ -73,11 +82,15 @@ pub(super) fn forward_pooled(
     )
 }
 
-/// Images per task of the backward pass, whose weight gradients one task sums. Fixed, so that the
-/// sums do not depend on the thread count; small, so that a batch keeps many cores busy: a
-/// batch of 64 makes 32 tasks (with 8 images a task it made 8, and 16 cores idled half the
-/// time in the largest part of a CNN's step).
-const IMAGES_PER_TASK: usize = 2;
+/// Output positions a product of a group of images has at least: gemm's AVX-512 kernel works
+/// on blocks of columns, and the 49 of one 7x7 image left a fifth of it idle (fashion-best's
+/// 7x7 convolution, one core: 78-99 GFLOP/s per image, 100-112 four at a time).
+const GROUP_COLUMNS: usize = 192;
+/// Images a group has at least and at most. Groups are also the backward pass's tasks, whose
+/// weight gradients are summed in order: their size depends on the shapes alone, so that the
+/// sums do not depend on the thread count; small, so that a batch keeps many cores busy (a
+/// batch of 64 makes 32 tasks at 2 images a task).
+const GROUP_IMAGES: std::ops::RangeInclusive<usize> = 2..=8;
 
 /// The gradient of one image's output.
 enum OutputGrad<'a> {
@@ -142,14 +155,12 @@ fn backward_images<'a>(
         .into_par_iter()
         .zip(x.par_chunks(g.image_len()))
         .zip(grads)
-        .chunks(IMAGES_PER_TASK)
+        .chunks(g.group())
         .map_init(
-            || Scratch::new(&g),
-            |scratch, images| {
+            || Products::new(&g),
+            |products, images| {
                 let mut sums = Sums::new(&g);
-                for ((dx, x), dy) in images {
-                    scratch.add_image(&g, w, x, dy, dx, &mut sums);
-                }
+                products.backward(&g, w, images, &mut sums);
                 sums
             },
         )
@@ -189,63 +200,87 @@ impl Sums {
     }
 }
 
-/// A thread's scratch buffers for the backward pass, reused from task to task.
-struct Scratch {
+/// One image of a backward group: where its input gradient goes (when it is wanted), the
+/// image, and its output's gradient.
+type BackwardImage<'a> = ((Option<&'a mut [f32]>, &'a [f32]), OutputGrad<'a>);
+
+/// A thread's buffers for the products of one group of images, reused from group to group:
+/// the unfolded images, their gradient, and an `[o, n]` output or output gradient.
+struct Products {
     cols: Vec<f32>,
     dcols: Vec<f32>,
-    /// The convolution's output gradient, when it comes from a max-pool's.
+    wide: Vec<f32>,
+    /// One image's convolution output gradient, when it comes from a max-pool's.
     dy: Vec<f32>,
 }
 
-impl Scratch {
+impl Products {
     fn new(g: &Geometry) -> Self {
+        let columns = g.group() * g.positions();
         Self {
-            cols: vec![0.0; g.cols_len()],
-            dcols: vec![0.0; g.cols_len()],
+            cols: vec![0.0; g.patch() * columns],
+            dcols: Vec::new(),
+            wide: vec![0.0; g.filters * columns],
             dy: Vec::new(),
         }
     }
 
-    /// Adds one image's weight and bias gradients to `sums`, and writes its input gradient to
-    /// `dx`.
-    fn add_image(
-        &mut self,
-        g: &Geometry,
-        w: &[f32],
-        x: &[f32],
-        dy: OutputGrad,
-        dx: Option<&mut [f32]>,
-        sums: &mut Sums,
-    ) {
-        let dy = match dy {
-            OutputGrad::Dense(dy) => dy,
-            OutputGrad::Pooled { dy, argmax } => {
-                self.dy.resize(g.output_len(), 0.0);
-                pool::backward_planes(dy, argmax, g.positions(), &mut self.dy);
-                &self.dy
+    /// The convolution `y [images, o, p]` of the images `x [images, c, h, w]`.
+    fn forward(&mut self, g: &Geometry, w: &[f32], bias: &[f32], x: &[f32], y: &mut [f32]) {
+        let (images, p) = (x.len() / g.image_len(), g.positions());
+        let n = images * p;
+        let cols = &mut self.cols[..g.patch() * n];
+        for (i, image) in x.chunks(g.image_len()).enumerate() {
+            g.unfold(image, cols, n, i * p);
+        }
+        let wide = &mut self.wide[..g.filters * n];
+        for (row, &b) in wide.chunks_mut(n).zip(bias) {
+            row.fill(b);
+        }
+        let w = Matrix::new(w, g.filters, g.patch());
+        matmul(wide, w, Matrix::new(cols, g.patch(), n), true);
+        for (i, y) in y.chunks_mut(g.output_len()).enumerate() {
+            for (row, wide) in y.chunks_mut(p).zip(wide.chunks(n)) {
+                row.copy_from_slice(&wide[i * p..(i + 1) * p]);
             }
-        };
+        }
+    }
+
+    /// Adds the group's weight and bias gradients to `sums`, and writes each image's input
+    /// gradient to its `dx`.
+    fn backward(&mut self, g: &Geometry, w: &[f32], images: Vec<BackwardImage>, sums: &mut Sums) {
         let (k, p) = (g.patch(), g.positions());
-        g.unfold(x, &mut self.cols);
-        let dy_m = Matrix::new(dy, g.filters, p);
-        matmul(
-            &mut sums.dweight_t,
-            Matrix::new(&self.cols, k, p),
-            dy_m.t(),
-            true,
-        );
+        let n = images.len() * p;
+        let (cols, wide) = (&mut self.cols[..k * n], &mut self.wide[..g.filters * n]);
+        for (i, ((_, x), dy)) in images.iter().enumerate() {
+            g.unfold(x, cols, n, i * p);
+            let dy = match dy {
+                OutputGrad::Dense(dy) => *dy,
+                OutputGrad::Pooled { dy, argmax } => {
+                    self.dy.resize(g.output_len(), 0.0);
+                    pool::backward_planes(dy, argmax, p, &mut self.dy);
+                    &self.dy[..]
+                }
+            };
+            for (wide, row) in wide.chunks_mut(n).zip(dy.chunks(p)) {
+                wide[i * p..(i + 1) * p].copy_from_slice(row);
+            }
+        }
+        let dy = Matrix::new(wide, g.filters, n);
+        matmul(&mut sums.dweight_t, Matrix::new(cols, k, n), dy.t(), true);
         let isa = InstructionSet::detected();
-        for (sum, row) in sums.dbias.iter_mut().zip(dy.chunks(p)) {
+        for (sum, row) in sums.dbias.iter_mut().zip(wide.chunks(n)) {
             *sum += reduce::sum(isa, row);
         }
-        if let Some(dx) = dx {
-            matmul(
-                &mut self.dcols,
-                Matrix::new(w, g.filters, k).t(),
-                dy_m,
-                false,
-            );
-            g.fold(&self.dcols, dx);
+        if images.iter().any(|((dx, _), _)| dx.is_some()) {
+            self.dcols.resize(k * n, 0.0);
+            let w = Matrix::new(w, g.filters, k).t();
+            matmul(&mut self.dcols, w, dy, false);
+            for (i, ((dx, _), _)) in images.into_iter().enumerate() {
+                if let Some(dx) = dx {
+                    g.fold(&self.dcols, n, i * p, dx);
+                }
+            }
         }
     }
 }
@@ -333,14 +368,16 @@ impl Geometry {
         self.filters * self.positions()
     }
 
-    fn cols_len(&self) -> usize {
-        self.patch() * self.positions()
+    /// Images per product: see [`GROUP_COLUMNS`].
+    fn group(&self) -> usize {
+        let (least, most) = (*GROUP_IMAGES.start(), *GROUP_IMAGES.end());
+        GROUP_COLUMNS.div_ceil(self.positions()).clamp(least, most)
     }
 
-    /// Calls `f` with each [`Run`] of each unfolded row: the pixels under kernel position
-    /// `(i, j)` of channel `ch` for one output row. Rows that fall wholly in the padding have
-    /// `len` 0.
-    fn for_each_run(&self, mut f: impl FnMut(Run)) {
+    /// Calls `f` with each [`Run`] of each unfolded row, of which `cols` has `width` values
+    /// and this image's start at `at`: the pixels under kernel position `(i, j)` of channel
+    /// `ch` for one output row. Rows that fall wholly in the padding have `len` 0.
+    fn for_each_run(&self, width: usize, at: usize, mut f: impl FnMut(Run)) {
         let [_, _, h, w] = self.image;
         let [kh, kw] = self.kernel;
         let [oh, ow] = self.output();
@@ -351,7 +388,7 @@ impl Geometry {
             let skip = pad.saturating_sub(j).min(ow);
             let end = (w + pad).saturating_sub(j).min(ow);
             for y in 0..oh {
-                let to = row * oh * ow + y * ow;
+                let to = row * width + at + y * ow;
                 let source = (y + i).checked_sub(pad).filter(|&sy| sy < h);
                 match source {
                     Some(sy) if end > skip => f(Run {
@@ -371,21 +408,10 @@ impl Geometry {
         }
     }
 
-    /// One image's convolution: `y [o, p] = w x unfold(x) + bias`, with `cols` as scratch.
-    fn forward_image(&self, w: &[f32], bias: &[f32], x: &[f32], cols: &mut [f32], y: &mut [f32]) {
-        for (row, &b) in y.chunks_mut(self.positions()).zip(bias) {
-            row.fill(b);
-        }
-        self.unfold(x, cols);
-        let w = Matrix::new(w, self.filters, self.patch());
-        let cols = Matrix::new(cols, self.patch(), self.positions());
-        matmul(y, w, cols, true);
-    }
-
-    /// im2col: `image [c, h, w]` to `cols [k, p]`.
-    fn unfold(&self, image: &[f32], cols: &mut [f32]) {
+    /// im2col: `image [c, h, w]` into columns `at..at + p` of `cols [k, width]`.
+    fn unfold(&self, image: &[f32], cols: &mut [f32], width: usize, at: usize) {
         let ow = self.output()[1];
-        self.for_each_run(|run| {
+        self.for_each_run(width, at, |run| {
             let target = run.target();
             cols[run.to..target.start].fill(0.0);
             cols[target.clone()].copy_from_slice(&image[run.source()]);
@@ -393,9 +419,12 @@ impl Geometry {
         });
     }
 
-    /// The adjoint of [`Geometry::unfold`]: `cols [k, p]` summed into `image [c, h, w]`.
-    fn fold(&self, cols: &[f32], image: &mut [f32]) {
+    /// The adjoint of [`Geometry::unfold`]: columns `at..at + p` of `cols [k, width]` summed
+    /// into `image [c, h, w]`.
+    fn fold(&self, cols: &[f32], width: usize, at: usize, image: &mut [f32]) {
         image.fill(0.0);
-        self.for_each_run(|run| add(&mut image[run.source()], &cols[run.target()]));
+        self.for_each_run(width, at, |run| {
+            add(&mut image[run.source()], &cols[run.target()])
+        });
     }
 }
