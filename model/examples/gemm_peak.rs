@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use model::cpu::{self, Matrix};
+
 /// The side of the square matrices: 2 x 2048^3 = 17 GFLOP a product, a second or two.
 const SIDE: usize = 2048;
 const TRIES: usize = 5;
@@ -45,31 +47,6 @@ fn multiply(dst: &mut [f32], lhs: &[f32], rhs: &[f32], threads: usize) {
         1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
     };
-    let side = SIDE as isize;
-    assert!(dst.len() == SIDE * SIDE && lhs.len() == dst.len() && rhs.len() == dst.len());
-    // SAFETY: the three slices hold SIDE x SIDE values each, which the row-major strides below
-    // keep every index within; `dst` is borrowed mutably, so nothing aliases it.
-    unsafe {
-        gemm::gemm(
-            SIDE,
-            SIDE,
-            SIDE,
-            dst.as_mut_ptr(),
-            1,
-            side,
-            false,
-            lhs.as_ptr(),
-            1,
-            side,
-            rhs.as_ptr(),
-            1,
-            side,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let square = |data| Matrix::new(data, SIDE, SIDE);
+    cpu::multiply(dst, square(lhs), square(rhs), false, parallelism);
 }

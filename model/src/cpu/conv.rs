@@ -57,21 +57,26 @@ pub(super) fn forward_pooled(
     let pooled_len = g.filters * ph * pw;
     let mut pooled = vec![0.0f32; g.image[0] * pooled_len];
     let mut argmax = vec![0i32; pooled.len()];
+    let (plane, p) = (ph * pw, g.positions());
     let group = g.group();
     pooled
         .par_chunks_mut(group * pooled_len)
         .zip(argmax.par_chunks_mut(group * pooled_len))
         .zip(x.par_chunks(group * g.image_len()))
         .for_each_init(
-            || (Products::new(&g), vec![0.0f32; group * g.output_len()]),
-            |(products, y), ((pooled, argmax), x)| {
-                let y = &mut y[..x.len() / g.image_len() * g.output_len()];
-                products.forward(&g, w, bias, x, y);
-                for ((y, pooled), argmax) in (y.chunks(g.output_len()))
-                    .zip(pooled.chunks_mut(pooled_len))
-                    .zip(argmax.chunks_mut(pooled_len))
-                {
-                    pool::forward_planes(y, g.output(), size, pooled, argmax);
+            || Products::new(&g),
+            |products, ((pooled, argmax), x)| {
+                let wide = products.product(&g, w, bias, x);
+                let n = wide.len() / g.filters;
+                let images = pooled
+                    .chunks_mut(pooled_len)
+                    .zip(argmax.chunks_mut(pooled_len));
+                for (i, (pooled, argmax)) in images.enumerate() {
+                    let planes = pooled.chunks_mut(plane).zip(argmax.chunks_mut(plane));
+                    for (row, (pooled, argmax)) in wide.chunks(n).zip(planes) {
+                        let y = &row[i * p..(i + 1) * p];
+                        pool::forward_planes(y, g.output(), size, pooled, argmax);
+                    }
                 }
             },
         );
@@ -225,13 +230,13 @@ impl Products {
         }
     }
 
-    /// The convolution `y [images, o, p]` of the images `x [images, c, h, w]`.
-    fn forward(&mut self, g: &Geometry, w: &[f32], bias: &[f32], x: &[f32], y: &mut [f32]) {
-        let (images, p) = (x.len() / g.image_len(), g.positions());
-        let n = images * p;
+    /// The convolution of the images `x [images, c, h, w]` as `[o, images * p]`: each row
+    /// holds one filter's outputs, image after image.
+    fn product(&mut self, g: &Geometry, w: &[f32], bias: &[f32], x: &[f32]) -> &[f32] {
+        let n = x.len() / g.image_len() * g.positions();
         let cols = &mut self.cols[..g.patch() * n];
         for (i, image) in x.chunks(g.image_len()).enumerate() {
-            g.unfold(image, cols, n, i * p);
+            g.unfold(image, cols, n, i * g.positions());
         }
         let wide = &mut self.wide[..g.filters * n];
         for (row, &b) in wide.chunks_mut(n).zip(bias) {
@@ -239,6 +244,14 @@ impl Products {
         }
         let w = Matrix::new(w, g.filters, g.patch());
         matmul(wide, w, Matrix::new(cols, g.patch(), n), true);
+        wide
+    }
+
+    /// The convolution `y [images, o, p]` of the images `x [images, c, h, w]`.
+    fn forward(&mut self, g: &Geometry, w: &[f32], bias: &[f32], x: &[f32], y: &mut [f32]) {
+        let p = g.positions();
+        let wide = self.product(g, w, bias, x);
+        let n = wide.len() / g.filters;
         for (i, y) in y.chunks_mut(g.output_len()).enumerate() {
             for (row, wide) in y.chunks_mut(p).zip(wide.chunks(n)) {
                 row.copy_from_slice(&wide[i * p..(i + 1) * p]);

@@ -2,7 +2,7 @@
 
 /// A row-major matrix, or the transpose of one.
 #[derive(Clone, Copy)]
-pub(super) struct Matrix<'a> {
+pub struct Matrix<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -11,7 +11,7 @@ pub(super) struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
-    pub(super) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert_eq!(data.len(), rows * cols, "matrix size");
         Self {
             data,
@@ -22,7 +22,7 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    pub(super) fn t(self) -> Self {
+    pub fn t(self) -> Self {
         Self {
             rows: self.cols,
             cols: self.rows,
@@ -36,7 +36,7 @@ impl<'a> Matrix<'a> {
 /// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`, on this thread; `dst` is
 /// row-major.
 pub(super) fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
-    gemm(dst, lhs, rhs, accumulate, gemm::Parallelism::None);
+    multiply(dst, lhs, rhs, accumulate, gemm::Parallelism::None);
 }
 
 /// [`matmul`], spread over the rayon pool's threads when the product is large enough to gain
@@ -50,10 +50,12 @@ pub(super) fn matmul_parallel(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumul
     } else {
         gemm::Parallelism::None
     };
-    gemm(dst, lhs, rhs, accumulate, parallelism);
+    multiply(dst, lhs, rhs, accumulate, parallelism);
 }
 
-fn gemm(
+/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`, with gemm's `parallelism`; `dst`
+/// is row-major. The one call into gemm, which the kernels and the `gemm_peak` benchmark share.
+pub fn multiply(
     dst: &mut [f32],
     lhs: Matrix,
     rhs: Matrix,

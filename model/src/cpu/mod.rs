@@ -28,6 +28,7 @@ mod reduce;
 
 pub use dropout::{Mask, dropout};
 pub use isa::InstructionSet;
+pub use matmul::{Matrix, multiply};
 pub use optim::{AdamSettings, CpuAdam, CpuAdamW, CpuSgd};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

@@ -110,11 +110,12 @@ impl Graph {
         }
         let s = views.shift as i64;
         let (height, width) = (input.height as i64, input.width as i64);
-        let padded = (s > 0).then(|| {
+        // The input padded with background, and the axes a move slices along.
+        let moves = (s > 0).then(|| {
             let pads = self.int64s("view_pads", &[0, 0, s, s, 0, 0, s, s]);
-            self.node("Pad", "padded", vec![INPUT.into(), pads], vec![])
+            let padded = self.node("Pad", "padded", vec![INPUT.into(), pads], vec![]);
+            (padded, self.int64s("spatial_axes", &[2, 3]))
         });
-        let spatial = (s > 0).then(|| self.int64s("spatial_axes", &[2, 3]));
         let mirror = views.flip.then(|| {
             [
                 self.int64s("mirror_starts", &[-1]),
@@ -126,7 +127,7 @@ impl Graph {
         let mut each = Vec::new();
         for (i, view) in list.iter().enumerate() {
             let mut x = String::from(INPUT);
-            if let (Some(padded), Some(axes)) = (&padded, &spatial)
+            if let Some((padded, axes)) = &moves
                 && (view.down, view.right) != (0, 0)
             {
                 let (top, left) = (s - view.down as i64, s - view.right as i64);
