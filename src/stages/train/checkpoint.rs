@@ -85,11 +85,13 @@ pub struct Position {
     pub reported: Sums,
 }
 
-/// Running totals of an epoch: summed loss (an `f32` sum, exact in `f64`), correct predictions,
-/// samples.
+/// Running totals of an epoch: summed loss, correct predictions, samples. The loss is the
+/// device's `f32` sum and is kept as one: written as an `f64`, serde_json read it back up to
+/// an `f64` ulp off (its fast float parser), so a resumed epoch's loss could differ from an
+/// uninterrupted one's in the last digit; rounded to `f32` on reading, it is the sum again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sums {
-    pub loss: f64,
+    pub loss: f32,
     pub correct: usize,
     pub samples: usize,
 }

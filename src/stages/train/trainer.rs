@@ -394,7 +394,7 @@ impl Run {
             let sums = (report || checkpoint).then(|| window.read()).transpose()?;
             if let Some(sums) = sums.filter(|sums| !sums.loss.is_finite()) {
                 return Err(Diverged {
-                    loss: sums.loss / sums.samples as f64,
+                    loss: f64::from(sums.loss) / sums.samples as f64,
                     epoch,
                     step,
                     every: t.log_every,
@@ -444,7 +444,7 @@ impl Run {
         // The epoch's last batch is always reported: the sums are complete.
         let sums = window.reported;
         Ok(Totals {
-            loss: sums.loss,
+            loss: f64::from(sums.loss),
             correct: sums.correct,
             samples: sums.samples,
             samples_now: sums.samples - start.sums.samples,
@@ -562,7 +562,7 @@ impl Window {
     /// figures of one that was not.
     fn new(start: &Position, device: &Device) -> Self {
         Self {
-            loss: Tensor::from_floats([start.sums.loss as f32], device),
+            loss: Tensor::from_floats([start.sums.loss], device),
             correct: Tensor::from_ints([start.sums.correct as i64], device),
             samples: start.sums.samples,
             reported: start.reported,
@@ -585,7 +585,7 @@ impl Window {
     /// The epoch's sums so far.
     fn read(&self) -> Result<Sums> {
         Ok(Sums {
-            loss: f64::from(self.loss.clone().try_into_scalar::<f32>()?),
+            loss: self.loss.clone().try_into_scalar::<f32>()?,
             correct: self.correct.clone().try_into_scalar::<i64>()? as usize,
             samples: self.samples,
         })
@@ -595,7 +595,7 @@ impl Window {
     /// the last report.
     fn report(&mut self, now: Sums) -> (f64, usize, usize, f64) {
         let since = (
-            now.loss - self.reported.loss,
+            f64::from(now.loss) - f64::from(self.reported.loss),
             now.correct - self.reported.correct,
             now.samples - self.reported.samples,
             self.since.elapsed().as_secs_f64(),
