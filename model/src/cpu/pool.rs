@@ -83,13 +83,18 @@ fn pool_windows(
     }
 }
 
-/// The gradient of the planes [`forward_planes`] pooled (each of `plane_len` values), from that
-/// of the maxima: `dy` where the maxima were, zero elsewhere.
-pub(super) fn backward_planes(dy: &[f32], argmax: &[i32], plane_len: usize, planes: &mut [f32]) {
-    planes.fill(0.0);
-    let per_plane = dy.len() / (planes.len() / plane_len);
+/// The gradient of the planes [`forward_planes`] pooled, from that of the maxima: `dy` where
+/// the maxima were, zero elsewhere; each plane where `planes` says (an image's planes lie in
+/// the rows of a convolution's product).
+pub(super) fn backward_planes<'a>(
+    dy: &[f32],
+    argmax: &[i32],
+    planes: impl ExactSizeIterator<Item = &'a mut [f32]>,
+) {
+    let per_plane = dy.len() / planes.len();
     let pooled = dy.chunks(per_plane).zip(argmax.chunks(per_plane));
-    for (plane, (dy, argmax)) in planes.chunks_mut(plane_len).zip(pooled) {
+    for (plane, (dy, argmax)) in planes.zip(pooled) {
+        plane.fill(0.0);
         for (&dy, &at) in dy.iter().zip(argmax) {
             plane[at as usize] += dy;
         }
