@@ -388,14 +388,19 @@ impl Geometry {
         }
     }
 
+    /// Where row `index` of an image (`ch * h + y`) starts in the padded image.
+    fn padded_row(&self, index: usize) -> usize {
+        let ([_, _, h, _], [hp, wp], pad) = (self.image, self.padded(), self.pad);
+        (index / h * hp + index % h + pad) * wp + pad
+    }
+
     /// `image [c, h, w]` into `padded [c, h + 2 pad, w + 2 pad]`, zeros around.
     fn pad(&self, image: &[f32], padded: &mut [f32]) {
-        let ([_, _, h, w], [hp, wp], pad) = (self.image, self.padded(), self.pad);
+        let w = self.image[3];
         padded.fill(0.0);
-        for (plane, padded) in image.chunks(h * w).zip(padded.chunks_mut(hp * wp)) {
-            for (row, padded) in plane.chunks(w).zip(padded[pad * wp..].chunks_mut(wp)) {
-                padded[pad..pad + w].copy_from_slice(row);
-            }
+        for (index, row) in image.chunks(w).enumerate() {
+            let start = self.padded_row(index);
+            padded[start..start + w].copy_from_slice(row);
         }
     }
 
@@ -413,17 +418,15 @@ impl Geometry {
     /// The adjoint of [`Geometry::unfold`]: columns `at..at + p` of `cols [k, width]` summed
     /// into `image [c, h, w]`, through `padded`.
     fn fold(&self, cols: &[f32], width: usize, at: usize, image: &mut [f32], padded: &mut [f32]) {
-        let ([_, _, h, w], [hp, wp], pad, ow) =
-            (self.image, self.padded(), self.pad, self.output()[1]);
+        let (w, ow) = (self.image[3], self.output()[1]);
         padded.fill(0.0);
         self.for_each_run(|row, y, from| {
             let to = row * width + at + y * ow;
             add(&mut padded[from..from + ow], &cols[to..to + ow]);
         });
-        for (plane, padded) in image.chunks_mut(h * w).zip(padded.chunks(hp * wp)) {
-            for (row, padded) in plane.chunks_mut(w).zip(padded[pad * wp..].chunks(wp)) {
-                row.copy_from_slice(&padded[pad..pad + w]);
-            }
+        for (index, row) in image.chunks_mut(w).enumerate() {
+            let start = self.padded_row(index);
+            row.copy_from_slice(&padded[start..start + w]);
         }
     }
 }
