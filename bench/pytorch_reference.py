@@ -39,6 +39,21 @@ def activation(name):
     return layers[name]()
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """PyTorch's, taking a training batch of one as norm.rs does, where PyTorch refuses it: the
+    batch's variance is 0, so each feature normalizes to its shift and passes no gradient back;
+    the running variance moves toward that 0 (Burn's statistics are the biased ones)."""
+
+    def forward(self, x):
+        if not (self.training and x.shape[0] == 1):
+            return super().forward(x)
+        with torch.no_grad():
+            self.running_mean.lerp_(x[0], self.momentum)
+            self.running_var.mul_(1.0 - self.momentum)
+            self.num_batches_tracked += 1
+        return self.bias.expand_as(x)
+
+
 def network(model, side):
     """The PyTorch twin of model/src/{mlp,cnn}.rs for one [model] table."""
     act = model.get("activation", "relu")
@@ -69,7 +84,7 @@ def network(model, side):
     for out in model["hidden"]:
         layers.append(nn.Linear(width, out))
         if norm:
-            layers.append(nn.BatchNorm1d(out))
+            layers.append(BatchNorm1d(out))
         layers += [activation(act), nn.Dropout(model.get("dropout", 0.0))]
         width = out
     return nn.Sequential(*layers, nn.Linear(width, CLASSES))

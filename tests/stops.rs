@@ -507,6 +507,7 @@ fn a_run_resumed_on_another_node_continues_from_its_checkpoint_artifact() {
         latest.version
     );
     assert!(log.contains(&fetched), "{log}");
+    assert_eq!(log.matches("wandb: API key from ").count(), 1, "{log}");
     assert!(
         log.contains(&format!("resuming after epoch {epochs} (")),
         "{log}"

@@ -2,6 +2,7 @@
 //! the environment (`WANDB_MODE`, `WANDB_BASE_URL`, `WANDB_PROJECT`, …) say.
 
 use std::path::Path;
+use std::sync::Once;
 
 use anyhow::{Result, bail};
 
@@ -34,7 +35,7 @@ pub fn connect(settings: &WandbConfig, key_file: Option<&Path>) -> Result<Connec
     };
     match mode {
         Mode::Disabled => {
-            eprintln!("wandb: disabled");
+            announce(|| eprintln!("wandb: disabled"));
             return Ok(Connection::Disabled);
         }
         Mode::Offline => return Ok(Connection::Offline),
@@ -48,15 +49,24 @@ pub fn connect(settings: &WandbConfig, key_file: Option<&Path>) -> Result<Connec
             looked.join(", ")
         ),
         Err(looked) => {
-            eprintln!(
-                "wandb: warning: no API key (looked in: {}); going on without W&B",
-                looked.join(", ")
-            );
+            announce(|| {
+                eprintln!(
+                    "wandb: warning: no API key (looked in: {}); going on without W&B",
+                    looked.join(", ")
+                )
+            });
             return Ok(Connection::Disabled);
         }
     };
-    eprintln!("wandb: API key from {source}, server {base_url}");
+    announce(|| eprintln!("wandb: API key from {source}, server {base_url}"));
     Ok(Connection::Online(Client::new(&base_url, &key, &source)))
+}
+
+/// Says once per process how W&B is reached: a stage may connect twice (a checkpoint fetch, then
+/// the run), always with the same settings and environment.
+fn announce(say: impl FnOnce()) {
+    static ANNOUNCED: Once = Once::new();
+    ANNOUNCED.call_once(say);
 }
 
 /// The entity runs go to: the settings', else `WANDB_ENTITY` (else the server's default).
