@@ -296,7 +296,7 @@ def main():
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, per_epoch, per_epoch * epochs)
             step += 1
-            if augmenting:
+            if augmenting and epoch + augmenting.get("plain_epochs", 0) <= epochs:
                 raw = augment(augmenting, train_pixels[idx].cpu(), side, generator).to(device)
                 x = preprocess(config["preprocess"], raw)
             else:

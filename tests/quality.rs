@@ -215,3 +215,38 @@ fn the_shipped_best_configs_name_their_recipe() {
     assert!(flip("fashion-best.toml"));
     assert!(!flip("mnist-best.toml"));
 }
+
+#[test]
+fn plain_epochs_train_on_the_images_as_they_are() {
+    let work = tempfile::tempdir().unwrap();
+    // RECIPE for two epochs, with `plain` of them unaugmented, or with no [augment] at all.
+    let trained = |name: &str, augment: Option<usize>| {
+        let recipe = RECIPE
+            .replace("epochs = 4", "epochs = 2")
+            .replace("patience = 2\n", "");
+        let recipe = match augment {
+            Some(plain) => recipe.replace(
+                "erase = 0.5",
+                &format!("erase = 0.5\nplain_epochs = {plain}"),
+            ),
+            None => recipe.replace("[augment]\nshift = 2\nerase = 0.5\n", ""),
+        };
+        let config = work.path().join(format!("{name}.toml"));
+        fs::write(&config, recipe).unwrap();
+        let model = work.path().join(name);
+        train(&config, &model, &[]);
+        let (metrics, _, epochs) = figures(&model);
+        (metrics, epochs)
+    };
+    let (augmented, last_plain, all_plain, none) = (
+        trained("augmented", Some(0)),
+        trained("last-plain", Some(1)),
+        trained("all-plain", Some(2)),
+        trained("none", None),
+    );
+    assert_eq!(all_plain, none);
+    // The first epoch is augmented's, the second is not.
+    assert_eq!(last_plain.1[0], augmented.1[0]);
+    assert_ne!(last_plain.1[0], none.1[0]);
+    assert_ne!(last_plain.1[1], augmented.1[1]);
+}

@@ -55,11 +55,17 @@ pub struct Augment {
     /// to background: random erasing (Zhong et al., 2017).
     #[serde(default)]
     pub erase: f64,
+    /// The last this many epochs train on the images as they are: the network ends on the
+    /// distribution it is tested on.
+    #[serde(default)]
+    pub plain_epochs: usize,
 }
 
 impl Augment {
-    pub fn is_off(&self) -> bool {
-        *self == Self::default()
+    /// Whether epoch `epoch` (from 1) of `epochs` trains on changed images.
+    pub fn applies(&self, epoch: usize, epochs: usize) -> bool {
+        let changes = self.shift > 0 || self.flip || self.erase > 0.0;
+        changes && epoch + self.plain_epochs <= epochs
     }
 }
 
@@ -455,6 +461,13 @@ impl TrainConfig {
                 self.augment.erase
             );
         }
+        if self.augment.plain_epochs > t.epochs {
+            bail!(
+                "augment.plain_epochs: {} is more than training.epochs ({})",
+                self.augment.plain_epochs,
+                t.epochs
+            );
+        }
         for (key, shift) in [
             ("augment.shift", self.augment.shift),
             ("tta.shift", self.tta.shift),
@@ -597,6 +610,16 @@ mod tests {
         assert!(err.to_string().contains("unknown field `shfit`"), "{err}");
         let err = tta("shift = 65").unwrap().validate().unwrap_err();
         assert_eq!(err.to_string(), "tta.shift: 65 pixels is more than 64");
+        let augment = |keys: &str| parse(&format!("{BASE}\n[augment]\n{keys}"));
+        let config = augment("shift = 2\nplain_epochs = 1").unwrap();
+        assert!(!config.augment.applies(1, 1));
+        assert!(config.augment.applies(1, 2) && !config.augment.applies(2, 2));
+        assert!(!augment("plain_epochs = 0").unwrap().augment.applies(1, 2));
+        let err = augment("plain_epochs = 2").unwrap().validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "augment.plain_epochs: 2 is more than training.epochs (1)"
+        );
     }
 
     #[test]

@@ -157,6 +157,7 @@ mod tests {
             shift: 2,
             flip: true,
             erase: 0.5,
+            ..Augment::default()
         };
         let pixels = images(8);
         let indices = [3, 1, 4, 1, 5, 7, 2, 6];

@@ -367,9 +367,9 @@ impl Run {
             let seed = step_seed(t.seed, step);
             device.seed(seed);
             let indices = evaluate::index_tensor(batch, device);
-            let x = match config.augment.is_off() {
-                true => data.inputs.clone().select(0, indices.clone()),
-                false => augmented(config, data, batch, seed, device),
+            let x = match config.augment.applies(epoch, t.epochs) {
+                true => augmented(config, data, batch, seed, device),
+                false => data.inputs.clone().select(0, indices.clone()),
             };
             let y = data.targets.clone().select(0, indices);
             let outputs = self.network.forward(x);
