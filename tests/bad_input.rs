@@ -345,6 +345,14 @@ fn layers_that_do_not_fit_the_images_name_the_key_and_the_sizes() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(outputs.is_empty());
 
+    let config = smoke_with("kernel_size = 3", "kernel_size = 3\npadding = 3");
+    let (err, outputs) = train_with_config(config.path());
+    assert!(
+        err.contains("model.padding: padding of 3 is as wide as the 3x3 kernel or wider"),
+        "{err}"
+    );
+    assert!(outputs.is_empty());
+
     let config = smoke_with("pool = 2", "pool = 27");
     let (err, outputs) = train_with_config(config.path());
     assert!(

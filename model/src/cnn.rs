@@ -23,7 +23,7 @@ pub struct CnnConfig {
     #[serde(default = "default_kernel")]
     pub kernel_size: usize,
     /// Zero pixels added on every side of each convolution's input: `(kernel_size - 1) / 2`
-    /// keeps the sides.
+    /// keeps the sides; less than `kernel_size`.
     #[serde(default)]
     pub padding: usize,
     /// Side (and stride) of the max-pools; 1 disables them.
@@ -106,6 +106,16 @@ impl CnnConfig {
 
     pub(crate) fn check(&self, input: InputShape) -> Result<(), ShapeError> {
         let (k, pad) = (self.kernel_size, self.padding);
+        if pad >= k {
+            return Err(ShapeError {
+                key: "model.padding",
+                problem: format!(
+                    "padding of {pad} is as wide as the {k}x{k} kernel or wider: the outputs it \
+                     adds would see only padding (at most {} is useful)",
+                    k - 1
+                ),
+            });
+        }
         for (i, sides) in self.conv_sides(input).iter().enumerate() {
             let [height, width] = sides.input;
             if k > height + 2 * pad || k > width + 2 * pad {

@@ -108,12 +108,14 @@ fn convolution_matches_burn() {
 #[test]
 fn padded_convolution_matches_burn() {
     let (device, _generator) = device();
-    // Padding of half the kernel, less, and more (whole rows of the unfolded image are then
-    // padding only).
+    // Padding of half the kernel, less, and more (the outputs along the sides then see one
+    // row or column of the image only; padding as wide as the kernel is refused).
     for (channels, kernel, pad, input) in [
         ([1, 4], [3, 3], 1, [3, 1, 12, 11]),
         ([3, 5], [5, 5], 1, [2, 3, 9, 10]),
-        ([2, 3], [3, 3], 3, [2, 2, 5, 4]),
+        ([2, 3], [3, 3], 2, [2, 2, 5, 4]),
+        ([2, 40], [5, 5], 4, [3, 2, 6, 7]),
+        ([33, 3], [3, 3], 1, [2, 33, 4, 5]),
     ] {
         let layer = Conv2dConfig::new(channels, kernel)
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))

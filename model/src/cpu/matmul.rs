@@ -33,14 +33,9 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`, on this thread; `dst` is
+/// `dst = lhs x rhs`, or `dst += lhs x rhs` when `accumulate`, on this thread or spread over
+/// the rayon pool's threads when the product is large enough to gain from it; `dst` is
 /// row-major.
-pub(super) fn matmul(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
-    multiply(dst, lhs, rhs, accumulate, gemm::Parallelism::None);
-}
-
-/// [`matmul`], spread over the rayon pool's threads when the product is large enough to gain
-/// from it.
 pub(super) fn matmul_parallel(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
     // Splitting pays from a few million multiply-adds: with the MLP's 64x784x256 products
     // (12.8 million) on two threads it trains at 93,000-104,000 samples/s, on one at

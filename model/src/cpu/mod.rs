@@ -19,6 +19,7 @@ mod conv;
 mod dropout;
 mod elementwise;
 pub mod isa;
+mod lanes;
 mod linear;
 mod matmul;
 mod norm;

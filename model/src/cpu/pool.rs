@@ -1,5 +1,5 @@
-//! Max-pool over non-overlapping square windows, for the image planes of one image. The
-//! forward pass records where in its plane each maximum was; the backward pass routes each
+//! Max-pool over non-overlapping square windows, for the image planes of one image. It
+//! records where in its plane each maximum was: the convolution's backward pass routes each
 //! gradient there.
 
 /// Pools `planes` (each `[h, w]`) into `pooled` (each `[h / size, w / size]`), recording in
@@ -80,23 +80,5 @@ fn pool_windows(
         }
         *max = value;
         *at = best as i32;
-    }
-}
-
-/// The gradient of the planes [`forward_planes`] pooled, from that of the maxima: `dy` where
-/// the maxima were, zero elsewhere; each plane where `planes` says (an image's planes lie in
-/// the rows of a convolution's product).
-pub(super) fn backward_planes<'a>(
-    dy: &[f32],
-    argmax: &[i32],
-    planes: impl ExactSizeIterator<Item = &'a mut [f32]>,
-) {
-    let per_plane = dy.len() / planes.len();
-    let pooled = dy.chunks(per_plane).zip(argmax.chunks(per_plane));
-    for (plane, (dy, argmax)) in planes.zip(pooled) {
-        plane.fill(0.0);
-        for (&dy, &at) in dy.iter().zip(argmax) {
-            plane[at as usize] += dy;
-        }
     }
 }

@@ -1,0 +1,436 @@
+//! The convolution's products, read from the padded images and gradients where they lie
+//! (implicit GEMM) instead of from a copy unfolded for gemm: unfolding, gemm's packing and the
+//! copies between them took a third of a training step. A tile of accumulators, one vector
+//! of channels by up to 14 positions (or taps), stays in registers for a whole product.
+//!
+//! A product has taps `t` (an input channel and kernel position, or an output channel and
+//! kernel position for the input gradient) and positions `q`. The operand at `(t, q)` is
+//! `src[taps[t] + q]`, broadcast to every lane; each tap's weights are a row of `weights`,
+//! one lane a channel.
+
+use super::super::isa::InstructionSet;
+#[cfg(target_arch = "x86_64")]
+use super::super::lanes::{Avx2, Avx512};
+use super::super::lanes::{Lanes, Portable};
+
+/// Channels are padded to a multiple of this in the weights and gradients the products read:
+/// the widest block of channels a tile computes (two AVX-512 vectors).
+pub(super) const BLOCK: usize = 32;
+/// Positions a product may read past its last one, which a tile computes and drops: buffers
+/// leave this much room.
+pub(super) const SLACK: usize = 16;
+
+/// A product's broadcast operand and weights.
+pub(super) struct Operand<'a> {
+    pub src: &'a [f32],
+    /// Where each tap starts in `src`.
+    pub taps: &'a [usize],
+    /// `[taps, channels]`, channels a multiple of [`BLOCK`].
+    pub weights: &'a [f32],
+}
+
+impl Operand<'_> {
+    fn channels(&self) -> usize {
+        self.weights.len() / self.taps.len()
+    }
+
+    /// Panics unless every position up to `positions` (plus [`SLACK`]) of every tap lies in
+    /// `src`, which the unchecked reads rely on.
+    fn check(&self, positions: usize) {
+        let channels = self.channels();
+        assert!(
+            channels.is_multiple_of(BLOCK) && self.weights.len() == self.taps.len() * channels,
+            "conv: weights of {} taps by a multiple of {BLOCK} channels",
+            self.taps.len()
+        );
+        let last = self.taps.iter().max().copied().unwrap_or(0) + positions + SLACK;
+        assert!(
+            last < self.src.len(),
+            "conv: a product reads past its operand"
+        );
+    }
+}
+
+/// Output positions laid out `stride` to a row, of which the first `width` are real (the
+/// rest read across a row's end and are dropped).
+#[derive(Clone, Copy)]
+pub(super) struct Grid {
+    pub positions: usize,
+    pub stride: usize,
+    pub width: usize,
+}
+
+/// `[rows, row_stride]`: row `r` of an output at position `(y, x)` goes to
+/// `data[r * row_stride + y * width + x]`.
+pub(super) struct Output<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub row_stride: usize,
+}
+
+/// `out(r, q) = bias[r] + Σ_t operand(t, q) · weights[t][r]` for the real positions of
+/// `grid` and the rows `r < out.rows`.
+pub(super) fn outputs(
+    isa: InstructionSet,
+    operand: &Operand,
+    bias: Option<&[f32]>,
+    grid: Grid,
+    out: &mut Output,
+) {
+    operand.check(grid.positions);
+    let rows = grid.positions / grid.stride;
+    assert!(
+        out.rows <= operand.channels()
+            && bias.is_none_or(|bias| bias.len() == operand.channels())
+            && (out.rows == 0
+                || (out.rows - 1) * out.row_stride + rows * grid.width <= out.data.len()),
+        "conv: output sizes"
+    );
+    assert!(isa <= InstructionSet::detected(), "{isa} is not available");
+    // SAFETY: `check` and the asserts above bound every read and write; the CPU has `isa`.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx512 => outputs_avx512(operand, bias, grid, out),
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx2 => outputs_avx2(operand, bias, grid, out),
+            _ => output_tiles::<Portable, 6, 2>(operand, bias, grid, out),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn outputs_avx512(operand: &Operand, bias: Option<&[f32]>, grid: Grid, out: &mut Output) {
+    // 28 of the 32 registers accumulate; 14 positions also divide the 14x15 and 7x8 grids of
+    // 14x14 and 7x7 images.
+    // SAFETY: the caller's.
+    unsafe { output_tiles::<Avx512, 14, 2>(operand, bias, grid, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn outputs_avx2(operand: &Operand, bias: Option<&[f32]>, grid: Grid, out: &mut Output) {
+    // 12 of the 16 registers accumulate.
+    // SAFETY: the caller's.
+    unsafe { output_tiles::<Avx2, 6, 2>(operand, bias, grid, out) }
+}
+
+/// [`outputs`] in tiles of `P` positions by `N` vectors of channels.
+#[inline(always)]
+unsafe fn output_tiles<V: Lanes, const P: usize, const N: usize>(
+    operand: &Operand,
+    bias: Option<&[f32]>,
+    grid: Grid,
+    out: &mut Output,
+) {
+    let (width, channels) = (V::WIDTH * N, operand.channels());
+    let mut tile = [[0.0f32; BLOCK]; P];
+    for first in (0..out.rows).step_by(width) {
+        // SAFETY: the caller's (the CPU has `V`'s features).
+        let mut start = [unsafe { V::zero() }; N];
+        if let Some(bias) = bias {
+            for (v, lanes) in start.iter_mut().enumerate() {
+                // SAFETY: `first + width <= channels = bias.len()`.
+                *lanes = unsafe { V::load(bias.as_ptr().add(first + v * V::WIDTH)) };
+            }
+        }
+        let rows = out.rows.min(first + width) - first;
+        for q0 in (0..grid.positions).step_by(P) {
+            let mut acc = [start; P];
+            // SAFETY (this block): `Operand::check` bounds the reads of the positions up to
+            // `q0 + P`, and the weights' `first..first + width` are within a row.
+            unsafe {
+                let src = operand.src.as_ptr().add(q0);
+                let mut weights = operand.weights.as_ptr().add(first);
+                for &tap in operand.taps {
+                    let mut row = [V::zero(); N];
+                    for (v, lanes) in row.iter_mut().enumerate() {
+                        *lanes = V::load(weights.add(v * V::WIDTH));
+                    }
+                    let values = src.add(tap);
+                    for (m, acc) in acc.iter_mut().enumerate() {
+                        let value = V::splat(values.add(m));
+                        for (acc, &row) in acc.iter_mut().zip(&row) {
+                            *acc = acc.mul_add(value, row);
+                        }
+                    }
+                    weights = weights.add(channels);
+                }
+                for (acc, tile) in acc.iter().zip(&mut tile) {
+                    for (v, lanes) in acc.iter().enumerate() {
+                        lanes.store(tile.as_mut_ptr().add(v * V::WIDTH));
+                    }
+                }
+            }
+            // The tile's real positions into the rows of `out`.
+            let (mut y, mut x) = (q0 / grid.stride, q0 % grid.stride);
+            for values in tile.iter().take(grid.positions - q0) {
+                if x < grid.width {
+                    // SAFETY: `outputs` asserts that every real position of every row lies
+                    // in `out.data`.
+                    unsafe {
+                        let at = first * out.row_stride + y * grid.width + x;
+                        let mut to = out.data.as_mut_ptr().add(at);
+                        for &value in &values[..rows] {
+                            *to = value;
+                            to = to.add(out.row_stride);
+                        }
+                    }
+                }
+                x += 1;
+                if x == grid.stride {
+                    (y, x) = (y + 1, 0);
+                }
+            }
+        }
+    }
+}
+
+/// One image's operand and output gradient for [`tap_sums`].
+pub(super) struct TapImage<'a> {
+    /// The padded image: tap `t` at position `q` is `src[taps[t] + q]`.
+    pub src: &'a [f32],
+    /// `[positions, channels]`: the output gradient at position `q` is row `shift + q`.
+    pub grads: &'a [f32],
+}
+
+/// `sums[t][r] += Σ_images Σ_{q < positions} src(t, q) · grads[shift + q][r]`: the weight
+/// gradient, `sums` `[taps, channels]`.
+pub(super) fn tap_sums(
+    isa: InstructionSet,
+    images: &[TapImage],
+    taps: &[usize],
+    positions: usize,
+    shift: usize,
+    sums: &mut [f32],
+) {
+    let channels = sums.len() / taps.len().max(1);
+    assert!(
+        channels.is_multiple_of(BLOCK) && sums.len() == taps.len() * channels,
+        "conv: sums of {} taps by a multiple of {BLOCK} channels",
+        taps.len()
+    );
+    let reach = taps.iter().max().copied().unwrap_or(0) + positions;
+    for image in images {
+        assert!(
+            reach <= image.src.len() && (shift + positions) * channels <= image.grads.len(),
+            "conv: a weight gradient reads past its image"
+        );
+    }
+    assert!(isa <= InstructionSet::detected(), "{isa} is not available");
+    let sums = Sums {
+        taps,
+        positions,
+        shift,
+        channels,
+        sums,
+    };
+    // SAFETY: the asserts above bound every read and write; the CPU has `isa`.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx512 => tap_sums_avx512(images, sums),
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx2 => tap_sums_avx2(images, sums),
+            _ => tap_tiles::<Portable, 6, 2>(images, sums),
+        }
+    }
+}
+
+/// [`tap_sums`]'s sizes and destination.
+struct Sums<'a, 'b> {
+    taps: &'a [usize],
+    positions: usize,
+    shift: usize,
+    channels: usize,
+    sums: &'b mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tap_sums_avx512(images: &[TapImage], sums: Sums) {
+    // SAFETY: the caller's.
+    unsafe { tap_tiles::<Avx512, 14, 2>(images, sums) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tap_sums_avx2(images: &[TapImage], sums: Sums) {
+    // SAFETY: the caller's.
+    unsafe { tap_tiles::<Avx2, 6, 2>(images, sums) }
+}
+
+/// [`tap_sums`] in tiles of `T` taps by `N` vectors of channels, each summed over every
+/// position of every image before it is added to `sums`.
+#[inline(always)]
+unsafe fn tap_tiles<V: Lanes, const T: usize, const N: usize>(images: &[TapImage], s: Sums) {
+    let width = V::WIDTH * N;
+    let taps = s.taps.len();
+    for first in (0..s.channels).step_by(width) {
+        for t0 in (0..taps).step_by(T) {
+            // A last tile of fewer taps repeats its last one and drops it.
+            let real = T.min(taps - t0);
+            let mut starts = [0usize; T];
+            for (m, start) in starts.iter_mut().enumerate() {
+                *start = s.taps[t0 + m.min(real - 1)];
+            }
+            // SAFETY: as above.
+            let mut acc = [[unsafe { V::zero() }; N]; T];
+            // SAFETY (this block): `tap_sums` bounds the reads of every tap and position and
+            // the writes of the real taps' channels `first..first + width`.
+            unsafe {
+                for image in images {
+                    let src = image.src.as_ptr();
+                    let mut grads = image.grads.as_ptr().add(s.shift * s.channels + first);
+                    for q in 0..s.positions {
+                        let mut row = [V::zero(); N];
+                        for (v, lanes) in row.iter_mut().enumerate() {
+                            *lanes = V::load(grads.add(v * V::WIDTH));
+                        }
+                        for (acc, &start) in acc.iter_mut().zip(&starts) {
+                            let value = V::splat(src.add(start + q));
+                            for (acc, &row) in acc.iter_mut().zip(&row) {
+                                *acc = acc.mul_add(value, row);
+                            }
+                        }
+                        grads = grads.add(s.channels);
+                    }
+                }
+                for (m, acc) in acc.iter().enumerate().take(real) {
+                    for (v, lanes) in acc.iter().enumerate() {
+                        let at = s
+                            .sums
+                            .as_mut_ptr()
+                            .add((t0 + m) * s.channels + first + v * V::WIDTH);
+                        V::load(at).add(*lanes).store(at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of ordinary size, different at every index.
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 37 + seed * 11) % 101) as f32 / 50.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn outputs_agree_with_plain_sums_on_every_instruction_set() {
+        // 40 taps (not a multiple of a tile's), 20 of 32 channels real, and a grid of 3 rows
+        // of 9 positions (7 real) that no tile size divides.
+        let (channels, rows, taps) = (BLOCK, 20, 40);
+        let grid = Grid {
+            positions: 27,
+            stride: 9,
+            width: 7,
+        };
+        let starts: Vec<usize> = (0..taps).map(|t| t * 3 % 50).collect();
+        let src = values(50 + grid.positions + SLACK + 1, 1);
+        let weights = values(taps * channels, 2);
+        let bias = values(channels, 3);
+        let operand = Operand {
+            src: &src,
+            taps: &starts,
+            weights: &weights,
+        };
+        let row_stride = 3 * 7 + 5;
+        let mut fused = None;
+        for isa in InstructionSet::available() {
+            let mut data = vec![f32::NAN; rows * row_stride];
+            let mut out = Output {
+                data: &mut data,
+                rows,
+                row_stride,
+            };
+            outputs(isa, &operand, Some(&bias), grid, &mut out);
+            for r in 0..rows {
+                for q in (0..grid.positions).filter(|q| q % grid.stride < grid.width) {
+                    let exact: f64 = f64::from(bias[r])
+                        + (0..taps)
+                            .map(|t| {
+                                f64::from(src[starts[t] + q]) * f64::from(weights[t * channels + r])
+                            })
+                            .sum::<f64>();
+                    let got = data[r * row_stride + q / grid.stride * grid.width + q % grid.stride];
+                    assert!(
+                        (f64::from(got) - exact).abs() < 1e-4,
+                        "{isa}: {r}, {q}: {got} vs {exact}"
+                    );
+                }
+                // What lies between rows is not written.
+                assert!(
+                    data[r * row_stride + 21..(r + 1) * row_stride]
+                        .iter()
+                        .all(|v| v.is_nan())
+                );
+            }
+            same_bits_where_fused(isa, &mut fused, data);
+        }
+    }
+
+    /// Asserts that the instruction sets with fused multiply-adds, which add in the same
+    /// order, give the same bits: `first` keeps the first one's `result`.
+    fn same_bits_where_fused(isa: InstructionSet, first: &mut Option<Vec<f32>>, result: Vec<f32>) {
+        if isa < InstructionSet::Avx2 {
+            return;
+        }
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        match first {
+            Some(first) => assert_eq!(bits(first), bits(&result), "{isa}"),
+            None => *first = Some(result),
+        }
+    }
+
+    #[test]
+    fn tap_sums_agree_with_plain_sums_on_every_instruction_set() {
+        let (channels, taps, positions, shift) = (2 * BLOCK, 17, 23, 3);
+        let starts: Vec<usize> = (0..taps).map(|t| t * 5 % 31).collect();
+        let images: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+            .map(|i| {
+                (
+                    values(31 + positions, 4 + i),
+                    values((shift + positions) * channels, 7 + i),
+                )
+            })
+            .collect();
+        let tap_images: Vec<TapImage> = images
+            .iter()
+            .map(|(src, grads)| TapImage { src, grads })
+            .collect();
+        let before = values(taps * channels, 9);
+        let mut fused = None;
+        for isa in InstructionSet::available() {
+            let mut sums = before.clone();
+            tap_sums(isa, &tap_images, &starts, positions, shift, &mut sums);
+            for t in 0..taps {
+                for r in 0..channels {
+                    let start = starts[t];
+                    let exact: f64 = f64::from(before[t * channels + r])
+                        + images
+                            .iter()
+                            .flat_map(|(src, grads)| {
+                                (0..positions).map(move |q| {
+                                    f64::from(src[start + q])
+                                        * f64::from(grads[(shift + q) * channels + r])
+                                })
+                            })
+                            .sum::<f64>();
+                    let got = sums[t * channels + r];
+                    assert!(
+                        (f64::from(got) - exact).abs() < 1e-4,
+                        "{isa}: {t}, {r}: {got} vs {exact}"
+                    );
+                }
+            }
+            same_bits_where_fused(isa, &mut fused, sums);
+        }
+    }
+}
