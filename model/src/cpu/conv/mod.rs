@@ -180,7 +180,7 @@ fn backward_images<'a>(
     for partial in &partials {
         add(&mut dbias, &partial.dbias);
     }
-    let (k, columns) = (g.patch(), g.filters.next_multiple_of(BLOCK));
+    let (k, columns) = (g.patch(), g.filter_columns());
     let dweight: Vec<f32> = (0..g.filters * k)
         .map(|i| dweight_t[i % k * columns + i / k])
         .collect();
@@ -202,7 +202,7 @@ struct Sums {
 impl Sums {
     fn new(g: &Geometry) -> Self {
         Self {
-            dweight_t: vec![0.0; g.patch() * g.filters.next_multiple_of(BLOCK)],
+            dweight_t: vec![0.0; g.patch() * g.filter_columns()],
             dbias: vec![0.0; g.filters],
         }
     }
@@ -220,7 +220,7 @@ impl Weights {
     /// The forward product's: tap `(c, i, j)` of the padded image, each row the filters'
     /// weights for it.
     fn forward(g: &Geometry, w: &[f32], bias: &[f32]) -> Self {
-        let (k, columns) = (g.patch(), g.filters.next_multiple_of(BLOCK));
+        let (k, columns) = (g.patch(), g.filter_columns());
         let mut weights = vec![0.0; k * columns];
         for (o, filter) in w.chunks(k).enumerate() {
             for (t, &value) in filter.iter().enumerate() {
@@ -294,8 +294,10 @@ type BackwardImage<'a> = ((Option<&'a mut [f32]>, &'a [f32]), OutputGrad<'a>);
 
 /// A thread's buffers for the backward pass of a group of images, reused from group to
 /// group: each image padded, and its output gradient padded twice, position by position (for
-/// the weight gradient) and plane by plane (for the input gradient).
+/// the weight gradient) and plane by plane (for the input gradient); and where the weight
+/// gradient's taps start in a padded image.
 struct Buffers {
+    taps: Vec<usize>,
     padded: Vec<f32>,
     grads: Vec<f32>,
     grad_planes: Vec<f32>,
@@ -304,6 +306,7 @@ struct Buffers {
 impl Buffers {
     fn new(g: &Geometry) -> Self {
         Self {
+            taps: g.image_taps(),
             padded: vec![0.0; g.group() * g.padded_len()],
             grads: vec![0.0; g.group() * g.grads_len()],
             grad_planes: vec![0.0; g.grads_positions() * g.filters],
@@ -345,11 +348,11 @@ impl Buffers {
             .take(count)
             .map(|(src, grads)| TapImage { src, grads })
             .collect();
-        let (taps, positions) = (g.image_taps(), g.grid(g.output()).positions);
+        let positions = g.grid(g.output()).positions;
         tiles::tap_sums(
             isa,
             &images,
-            &taps,
+            &self.taps,
             positions,
             g.grads_shift(),
             &mut sums.dweight_t,
@@ -403,6 +406,12 @@ impl Geometry {
     fn positions(&self) -> usize {
         let [oh, ow] = self.output();
         oh * ow
+    }
+
+    /// The filters padded to a multiple of [`BLOCK`]: the channels of the forward product's
+    /// weights and of the padded output gradient.
+    fn filter_columns(&self) -> usize {
+        self.filters.next_multiple_of(BLOCK)
     }
 
     /// Taps of the forward product: one per input channel and kernel position.
@@ -492,7 +501,7 @@ impl Geometry {
     /// Values of an image's padded output gradient: one row of the filters, padded to a
     /// multiple of [`BLOCK`], a position.
     fn grads_len(&self) -> usize {
-        self.grads_positions() * self.filters.next_multiple_of(BLOCK)
+        self.grads_positions() * self.filter_columns()
     }
 
     /// The position of the output gradient's first value in its padded layout: where the
@@ -523,11 +532,7 @@ impl Geometry {
         dbias: &mut [f32],
     ) {
         let [_, ow] = self.output();
-        let (columns, stride, shift) = (
-            self.filters.next_multiple_of(BLOCK),
-            self.stride(),
-            self.grads_shift(),
-        );
+        let (columns, stride, shift) = (self.filter_columns(), self.stride(), self.grads_shift());
         let plane_len = self.grads_positions();
         grads.fill(0.0);
         if let Some(planes) = planes.as_deref_mut() {
