@@ -30,7 +30,7 @@ mod reduce;
 pub use dropout::{Mask, dropout};
 pub use isa::InstructionSet;
 pub use matmul::{Matrix, multiply};
-pub use optim::{AdamSettings, CpuAdam, CpuAdamW, CpuSgd};
+pub use optim::{AdamSettings, CpuAdam, CpuAdamW, CpuSgd, CpuSgdState, moving_average};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -43,6 +43,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 use burn::tensor::DType;
+use rayon::prelude::*;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuLayers: Backend {
@@ -609,4 +610,18 @@ fn i32s(tensor: &FlexTensor) -> &[i32] {
     tensor
         .as_slice()
         .expect("the max-pool's indices are contiguous i32 tensors")
+}
+
+/// `len` zeros, written by the pool's threads: the large outputs of a step, zeroed by the
+/// thread that allocated them, kept the others waiting.
+fn zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
+    /// Values a thread zeroes at a time.
+    const CHUNK: usize = 1 << 15;
+    let mut values = Vec::with_capacity(len);
+    values.spare_capacity_mut()[..len]
+        .par_chunks_mut(CHUNK)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(T::default())));
+    // SAFETY: each of the first `len` values was written just above.
+    unsafe { values.set_len(len) };
+    values
 }

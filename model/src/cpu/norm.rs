@@ -16,7 +16,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::isa::{InstructionSet, simd_kernel};
-use super::{Grads, Norm, f32s, reduce};
+use super::{Grads, Norm, f32s, reduce, zeros};
 
 /// The layout of a batch: images, channels, values per channel of one image.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +101,7 @@ pub(super) fn forward(
     let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - stats[ch] * scale[ch]).collect();
     let x = f32s(&x);
     let isa = InstructionSet::detected();
-    let mut y = vec![0.0f32; shape.num_elements()];
+    let mut y = zeros(shape.num_elements());
     per_image(&layout, &mut y, |ch, at, y| {
         affine(isa, &x[at..at + y.len()], scale[ch], shift[ch], y);
     });
@@ -164,7 +164,7 @@ pub(super) fn backward(
                 [a as f32, b as f32, k as f32]
             })
             .collect();
-        let mut dx = vec![0.0f32; shape.num_elements()];
+        let mut dx = zeros(shape.num_elements());
         per_image(&layout, &mut dx, |ch, at, out| {
             let [a, b, k] = coefficients[ch];
             let range = at..at + out.len();

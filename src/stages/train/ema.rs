@@ -63,7 +63,7 @@ impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for Average<I> {
         let decay = self.decay;
         param.map(|average| {
             let dims = average.dims();
-            average.mul_scalar(decay) + weights.reshape(dims).mul_scalar(1.0 - decay)
+            model::cpu::moving_average(average, weights.reshape(dims), decay)
         })
     }
 }

@@ -18,7 +18,7 @@ use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::isa::InstructionSet;
-use super::{Grads, f32s, i32s, pool, reduce};
+use super::{Grads, f32s, i32s, pool, reduce, zeros};
 use tiles::{BLOCK, Grid, Operand, Output, SLACK, TapImage};
 
 /// A convolution: `[n, o, oh, ow]`.
@@ -31,7 +31,7 @@ pub(super) fn forward(
     let g = Geometry::of(&x, &weight, pad);
     let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let weights = Weights::forward(&g, f32s(&weight), f32s(&bias));
-    let mut y = vec![0.0f32; g.image[0] * g.output_len()];
+    let mut y = zeros(g.image[0] * g.output_len());
     y.par_chunks_mut(g.output_len())
         .zip(f32s(&x).par_chunks(g.image_len()))
         .for_each_init(
@@ -58,8 +58,8 @@ pub(super) fn forward_pooled(
     let weights = Weights::forward(&g, f32s(&weight), f32s(&bias));
     let [ph, pw] = g.output().map(|side| side / size);
     let pooled_len = g.filters * ph * pw;
-    let mut pooled = vec![0.0f32; g.image[0] * pooled_len];
-    let mut argmax = vec![0i32; pooled.len()];
+    let mut pooled = zeros(g.image[0] * pooled_len);
+    let mut argmax = zeros(pooled.len());
     pooled
         .par_chunks_mut(pooled_len)
         .zip(argmax.par_chunks_mut(pooled_len))
@@ -142,7 +142,7 @@ fn backward_images<'a>(
     let [n, c, h, wd] = g.image;
     let flipped = input_grad.then(|| Weights::flipped(&g, w));
 
-    let mut dx = input_grad.then(|| vec![0.0f32; n * g.image_len()]);
+    let mut dx = input_grad.then(|| zeros(n * g.image_len()));
     let dx_images: Vec<Option<&mut [f32]>> = match dx.as_mut() {
         Some(dx) => dx.chunks_mut(g.image_len()).map(Some).collect(),
         None => (0..n).map(|_| None).collect(),
@@ -181,8 +181,8 @@ fn backward_images<'a>(
         add(&mut dbias, &partial.dbias);
     }
     let (k, columns) = (g.patch(), g.filter_columns());
-    let dweight: Vec<f32> = (0..g.filters * k)
-        .map(|i| dweight_t[i % k * columns + i / k])
+    let dweight: Vec<f32> = (0..g.filters)
+        .flat_map(|o| dweight_t[o..].iter().step_by(columns).take(k).copied())
         .collect();
     let [kh, kw] = g.kernel;
     Grads {
@@ -243,15 +243,16 @@ impl Weights {
         let [kh, kw] = g.kernel;
         let columns = c.next_multiple_of(BLOCK);
         let mut weights = vec![0.0; kh * kw * g.filters * columns];
-        for (index, &value) in w.iter().enumerate() {
-            let (o, ch, i, j) = (
-                index / (c * kh * kw),
-                index / (kh * kw) % c,
-                index / kw % kh,
-                index % kw,
-            );
-            let tap = (o * kh + kh - 1 - i) * kw + kw - 1 - j;
-            weights[tap * columns + ch] = value;
+        // Nested loops, not an index split by division: this runs on one thread every step.
+        for (o, filter) in w.chunks(c * kh * kw).enumerate() {
+            for (ch, kernel) in filter.chunks(kh * kw).enumerate() {
+                for (i, row) in kernel.chunks(kw).enumerate() {
+                    let turned = (o * kh + kh - 1 - i) * kw + kw - 1;
+                    for (j, &value) in row.iter().enumerate() {
+                        weights[(turned - j) * columns + ch] = value;
+                    }
+                }
+            }
         }
         Self {
             taps: g.grad_taps(),
