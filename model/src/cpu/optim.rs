@@ -205,9 +205,8 @@ impl Optimizer for CpuSgd {
     }
 }
 
-/// One SGD step's scalars, as Burn's `Sgd` and `Momentum` compute them.
-/// The learning rate and dampening stay f64, as Burn's take them: a tensor of f64 gets them
-/// whole.
+/// One SGD step's scalars, as Burn's `Sgd` and `Momentum` take them: the learning rate and
+/// the dampening stay f64 (a tensor of f64 gets them whole), the kernels round them to f32.
 struct SgdStep {
     lr: LearningRate,
     penalty: Option<f32>,
