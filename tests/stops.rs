@@ -484,15 +484,22 @@ fn killed_after_its_first_checkpoint_artifact(id: &str) -> (FakeWandb, [(&str, &
 fn a_run_resumed_on_another_node_continues_from_its_checkpoint_artifact() {
     let expected = uninterrupted(&SMALL_BATCHES);
     let (server, env) = killed_after_its_first_checkpoint_artifact("moved01");
-    // The newest checkpoint is `latest`: the first epoch's, unless the kill came late.
+    // The newest checkpoint committed is `latest`: the first epoch's, unless the kill came late.
     let latest = (server.state().artifacts.iter())
         .filter(|a| a.input["artifactTypeName"] == "checkpoint")
         .find(|a| a.aliases.contains(&"latest".to_owned()))
         .cloned()
         .unwrap();
+    assert!(latest.committed);
     assert_eq!(latest.collection(), "checkpoint-moved01");
     let epochs = latest.metadata()["step"].as_u64().unwrap() / 900;
     assert!(epochs >= 1, "{}", latest.metadata());
+    // And a newer one whose upload the kill cut short, created but never committed, as a kill
+    // during the next upload leaves it: it has no files to resume from.
+    let mut cut_short = latest.input.clone();
+    cut_short["digest"] = "cut short".into();
+    let pending = server.state().create_artifact(cut_short);
+    assert!(!server.state().artifacts[pending].committed);
 
     let other = tempfile::tempdir().unwrap();
     let resumed = succeeds(&mut training(

@@ -68,6 +68,8 @@ pub struct FakeArtifact {
     pub input: Value,
     pub version: usize,
     pub aliases: Vec<String>,
+    /// The aliases `CreateArtifact` asked for, which W&B gives a version when it is committed.
+    requested: Vec<String>,
     pub committed: bool,
 }
 
@@ -107,13 +109,66 @@ impl FakeArtifact {
 }
 
 impl State {
-    /// The version called `name`: `collection:alias` or `collection:vN`.
+    /// The version called `name`: `collection:alias` or `collection:vN`. As in W&B, only a
+    /// committed version has a name: one still uploading has neither files nor aliases.
     pub fn artifact(&self, name: &str) -> Option<&FakeArtifact> {
         let (collection, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
         self.artifacts.iter().find(|a| {
-            a.collection() == collection
+            a.committed
+                && a.collection() == collection
                 && (a.aliases.iter().any(|alias| alias == tag) || format!("v{}", a.version) == tag)
         })
+    }
+
+    /// `CreateArtifact` with this input: a new version, pending until committed, or the
+    /// committed one of the same digest, which takes the aliases now. Its index.
+    pub fn create_artifact(&mut self, input: Value) -> usize {
+        let collection = input["artifactCollectionName"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let aliases: Vec<String> = input["aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["alias"].as_str().map(String::from))
+            .collect();
+        let same = self.artifacts.iter().position(|a| {
+            a.committed && a.collection() == collection && a.input["digest"] == input["digest"]
+        });
+        let index = same.unwrap_or_else(|| {
+            let version = (self.artifacts.iter())
+                .filter(|a| a.collection() == collection)
+                .count();
+            let id = base64_text(&format!("Artifact:{}", self.artifacts.len() + 1));
+            self.artifacts.push(FakeArtifact {
+                id,
+                input,
+                version,
+                aliases: Vec::new(),
+                requested: Vec::new(),
+                committed: false,
+            });
+            self.artifacts.len() - 1
+        });
+        self.artifacts[index].requested = aliases;
+        if self.artifacts[index].committed {
+            self.claim_aliases(index);
+        }
+        index
+    }
+
+    /// Gives the artifact at `index` its requested aliases. An alias names one version of a
+    /// collection: claiming it moves it.
+    fn claim_aliases(&mut self, index: usize) {
+        let aliases = std::mem::take(&mut self.artifacts[index].requested);
+        let collection = self.artifacts[index].collection().to_owned();
+        for artifact in self.artifacts.iter_mut() {
+            if artifact.collection() == collection {
+                artifact.aliases.retain(|alias| !aliases.contains(alias));
+            }
+        }
+        self.artifacts[index].aliases.extend(aliases);
     }
 
     fn artifact_by_id(&self, id: &str) -> Option<&FakeArtifact> {
@@ -568,47 +623,8 @@ fn resume_status(state: &State, variables: &Value) -> Value {
 fn artifact_answer(state: &mut State, base: &str, operation: &str, variables: &Value) -> Value {
     match operation {
         "CreateArtifact" => {
-            let input = variables["input"].clone();
-            let collection = input["artifactCollectionName"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let aliases: Vec<String> = input["aliases"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a["alias"].as_str().map(String::from))
-                .collect();
-            let same = state.artifacts.iter().position(|a| {
-                a.committed && a.collection() == collection && a.input["digest"] == input["digest"]
-            });
-            let index = match same {
-                Some(index) => index,
-                None => {
-                    let version = state
-                        .artifacts
-                        .iter()
-                        .filter(|a| a.collection() == collection)
-                        .count();
-                    let id = base64_text(&format!("Artifact:{}", state.artifacts.len() + 1));
-                    state.artifacts.push(FakeArtifact {
-                        id,
-                        input,
-                        version,
-                        aliases: Vec::new(),
-                        committed: false,
-                    });
-                    state.artifacts.len() - 1
-                }
-            };
-            // An alias names one version of a collection: claiming it moves it.
-            for artifact in state.artifacts.iter_mut() {
-                if artifact.collection() == collection {
-                    artifact.aliases.retain(|alias| !aliases.contains(alias));
-                }
-            }
-            let artifact = &mut state.artifacts[index];
-            artifact.aliases.extend(aliases);
+            let index = state.create_artifact(variables["input"].clone());
+            let artifact = &state.artifacts[index];
             let state_name = if artifact.committed {
                 "COMMITTED"
             } else {
@@ -638,10 +654,11 @@ fn artifact_answer(state: &mut State, base: &str, operation: &str, variables: &V
         }
         "CommitArtifact" => {
             let id = variables["artifactID"].as_str().unwrap_or("");
-            let artifact = state.artifacts.iter_mut().find(|a| a.id == id);
-            let digest = artifact.map(|a| {
-                a.committed = true;
-                a.input["digest"].clone()
+            let index = state.artifacts.iter().position(|a| a.id == id);
+            let digest = index.map(|index| {
+                state.artifacts[index].committed = true;
+                state.claim_aliases(index);
+                state.artifacts[index].input["digest"].clone()
             });
             json!({"commitArtifact": {"artifact": {"id": id, "digest": digest}}})
         }
@@ -665,11 +682,7 @@ fn artifact_answer(state: &mut State, base: &str, operation: &str, variables: &V
             json!({"project": {"artifact": found.map(FakeArtifact::node)}})
         }
         "ArtifactFiles" => {
-            // `latest` is the newest version committed: one still uploading has no files yet.
-            let name = variables["name"].as_str().unwrap_or("");
-            let collection = name.strip_suffix(":latest").unwrap_or(name);
-            let found = (state.artifacts.iter().rev())
-                .find(|a| a.committed && a.collection() == collection);
+            let found = state.artifact(variables["name"].as_str().unwrap_or(""));
             let artifact = found.map(|a| {
                 let mut node = a.node();
                 node["currentManifest"] =
