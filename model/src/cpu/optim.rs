@@ -244,12 +244,11 @@ fn sgd_kernels<const D: usize>(
     grad: Tensor<D>,
     velocity: Option<Tensor<D>>,
 ) -> (Tensor<D>, Option<Tensor<D>>) {
-    let device = tensor.device();
-    let shape = tensor.shape();
+    let pass = Pass::over(&tensor);
+    let (chunk, isa) = (pass.chunk, pass.isa);
     let [p, g] = [tensor, grad].map(flex);
     let [p, g] = [&p, &g].map(super::f32s);
     let mut out = vec![0.0f32; p.len()];
-    let (chunk, isa) = (chunk_len(p.len()), InstructionSet::detected());
     let chunks = out
         .par_chunks_mut(chunk)
         .zip(p.par_chunks(chunk).zip(g.par_chunks(chunk)));
@@ -267,10 +266,10 @@ fn sgd_kernels<const D: usize>(
             chunks
                 .zip(velocity.par_chunks_mut(chunk))
                 .for_each(|((out, (p, g)), v)| sgd_momentum(isa, step, momentum, p, g, v, out));
-            Some(tensor_of(velocity, shape.clone(), &device))
+            Some(pass.tensor(velocity))
         }
     };
-    (tensor_of(out, shape, &device), velocity)
+    (pass.tensor(out), velocity)
 }
 
 /// The kernels' step in Burn's tensor operations, where the kernels do not apply (wgpu).
@@ -315,18 +314,16 @@ pub fn moving_average<const D: usize>(
     if !(supported(&average) && supported(&weights)) {
         return average.mul_scalar(decay) + weights.mul_scalar(1.0 - decay);
     }
-    let device = average.device();
-    let shape = average.shape();
+    let pass = Pass::over(&average);
     let mut average = owned(flex(average));
     let weights = flex(weights);
     let weights = super::f32s(&weights);
-    let (chunk, isa) = (chunk_len(average.len()), InstructionSet::detected());
     let (decay, keep) = (decay as f32, (1.0 - decay) as f32);
     average
-        .par_chunks_mut(chunk)
-        .zip(weights.par_chunks(chunk))
-        .for_each(|(average, weights)| toward(isa, decay, keep, weights, average));
-    tensor_of(average, shape, &device)
+        .par_chunks_mut(pass.chunk)
+        .zip(weights.par_chunks(pass.chunk))
+        .for_each(|(average, weights)| toward(pass.isa, decay, keep, weights, average));
+    pass.tensor(average)
 }
 
 /// Whether the kernels take this parameter: f32 on the CPU backend, and a momentum state they
@@ -355,32 +352,56 @@ fn adaptive<const D: usize, S: Sync>(
     step: impl FnOnce(usize) -> S,
     kernel: AdaptiveKernel<S>,
 ) -> (Tensor<D>, AdaptiveMomentumState<D>) {
-    let device = tensor.device();
-    let shape = tensor.shape();
+    let pass = Pass::over(&tensor);
+    let (chunk, isa) = (pass.chunk, pass.isa);
     // The moments so far, zero before the first step.
     let (time, [mut moment_1, mut moment_2]) = match momentum {
         Some(state) => (
             state.time + 1,
             [state.moment_1, state.moment_2].map(|moment| owned(flex(moment))),
         ),
-        None => (1, [0, 1].map(|_| vec![0.0; shape.num_elements()])),
+        None => (1, [0, 1].map(|_| vec![0.0; pass.shape.num_elements()])),
     };
     let step = step(time);
     let [p, g] = [tensor, grad].map(flex);
     let [p, g] = [&p, &g].map(super::f32s);
     let mut out = vec![0.0f32; p.len()];
-    let (chunk, isa) = (chunk_len(p.len()), InstructionSet::detected());
     out.par_chunks_mut(chunk)
         .zip(moment_1.par_chunks_mut(chunk))
         .zip(moment_2.par_chunks_mut(chunk))
         .zip(p.par_chunks(chunk).zip(g.par_chunks(chunk)))
         .for_each(|(((out, m), v), (p, g))| kernel(isa, &step, p, g, m, v, out));
-    let [moment_1, moment_2] =
-        [moment_1, moment_2].map(|moment| tensor_of(moment, shape.clone(), &device));
+    let [moment_1, moment_2] = [moment_1, moment_2].map(|moment| pass.tensor(moment));
     (
-        tensor_of(out, shape, &device),
+        pass.tensor(out),
         AdaptiveMomentumState::new(time, moment_1, moment_2),
     )
+}
+
+/// What a kernel's pass over one parameter needs besides its values: how they split into
+/// tasks, the instruction set, and where the new values go.
+struct Pass {
+    chunk: usize,
+    isa: InstructionSet,
+    shape: Shape,
+    device: Device,
+}
+
+impl Pass {
+    fn over<const D: usize>(tensor: &Tensor<D>) -> Self {
+        let shape = tensor.shape();
+        Self {
+            chunk: chunk_len(shape.num_elements()),
+            isa: InstructionSet::detected(),
+            shape,
+            device: tensor.device(),
+        }
+    }
+
+    /// `values` as a tensor of the parameter's shape and device.
+    fn tensor<const D: usize>(&self, values: Vec<f32>) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(values, self.shape.clone()), &self.device)
+    }
 }
 
 fn flex<const D: usize>(tensor: Tensor<D>) -> FlexTensor {
@@ -396,10 +417,6 @@ fn owned(tensor: FlexTensor) -> Vec<f32> {
         .into_data()
         .try_into_vec::<f32>()
         .expect("kernels_apply checked the element type")
-}
-
-fn tensor_of<const D: usize>(values: Vec<f32>, shape: Shape, device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// One Adam step's scalars, as Burn's `Adam` computes them.

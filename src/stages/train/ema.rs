@@ -23,8 +23,9 @@ impl Ema {
         }
     }
 
-    /// Takes in `network`'s weights after global step `step` (from 1).
-    pub fn update(&mut self, network: &Network, step: usize) {
+    /// Takes in `network`'s weights after global step `step` (from 1). It takes the average by
+    /// value so that, held nowhere else, each tensor is updated where it lies.
+    pub fn update(self, network: &Network, step: usize) -> Self {
         let warm = (1 + step) as f64 / (10 + step) as f64;
         let decay = self.decay.min(warm);
         let mut weights = Weights(Vec::new());
@@ -33,7 +34,10 @@ impl Ema {
             decay,
             weights: weights.0.into_iter(),
         };
-        self.network = self.network.clone().map(&mut average);
+        Self {
+            decay: self.decay,
+            network: self.network.map(&mut average),
+        }
     }
 }
 

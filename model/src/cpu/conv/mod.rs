@@ -479,11 +479,11 @@ impl Geometry {
     }
 
     /// `image [c, h, w]` into `padded`, [`Geometry::plane_len`] values a channel, zeros
-    /// around.
+    /// around. Only the image's own places are written: `padded` starts as zeros, or as this
+    /// left it for another image (the padding of every image is the same).
     fn pad(&self, image: &[f32], padded: &mut [f32]) {
         let [_, _, h, w] = self.image;
         let (stride, pad) = (self.stride(), self.pad);
-        padded.fill(0.0);
         for (plane, channel) in padded.chunks_mut(self.plane_len()).zip(image.chunks(h * w)) {
             for (y, row) in channel.chunks(w).enumerate() {
                 let start = (y + pad) * stride + pad;
@@ -539,7 +539,9 @@ impl Geometry {
 
     /// One image's output gradient into `grads`, position by position, and into `planes`
     /// (when given), [`Geometry::grads_positions`] values a filter, zeros around both; adds
-    /// each filter's sum to `dbias`. `positions` are [`Geometry::grad_positions`].
+    /// each filter's sum to `dbias`. `positions` are [`Geometry::grad_positions`]. Both start
+    /// as zeros, or as this left them for another image: a dense gradient writes every
+    /// position (the padding stays zero), a pooled one only its maxima, so the rest is zeroed.
     fn pad_grads(
         &self,
         dy: &OutputGrad,
@@ -549,9 +551,11 @@ impl Geometry {
         dbias: &mut [f32],
     ) {
         let (columns, plane_len) = (self.filter_columns(), self.grads_positions());
-        grads.fill(0.0);
-        if let Some(planes) = planes.as_deref_mut() {
-            planes.fill(0.0);
+        if let OutputGrad::Pooled { .. } = dy {
+            grads.fill(0.0);
+            if let Some(planes) = planes.as_deref_mut() {
+                planes.fill(0.0);
+            }
         }
         let mut put = |o: usize, position: usize, value: f32| {
             let at = positions[position];
