@@ -7,8 +7,11 @@
 //!
 //! The padded layouts share one column of zeros between rows: row `y` of a plane is
 //! `stride = w + pad` values apart, its left padding the right padding of the row before. A
-//! product computes `stride` positions a row and drops the `stride - ow` that read across a
-//! row's end: 7% more positions on 14x14 images, 14% on 7x7, for no unfolding at all.
+//! product's tiles run along the rows where they fit them (with AVX-512, 14 positions on
+//! 14x14 and 28x28 images, 7 on 7x7); elsewhere a product computes `stride` positions a row
+//! and drops the `stride - ow` that read across a row's end (7% more positions on 14x14
+//! images with AVX2's tiles of 6), for no unfolding at all. The weight gradient sums over
+//! the real positions only.
 
 mod tiles;
 
@@ -355,12 +358,11 @@ impl Buffers {
             .take(count)
             .map(|(src, grads)| TapImage { src, grads })
             .collect();
-        let positions = g.grid(g.output()).positions;
         tiles::tap_sums(
             isa,
             &images,
             &self.taps,
-            positions,
+            g.grid(g.output()),
             g.grads_shift(),
             &mut sums.dweight_t,
         );

@@ -60,6 +60,35 @@ pub(super) struct Grid {
     pub width: usize,
 }
 
+impl Grid {
+    fn rows(&self) -> usize {
+        self.positions / self.stride
+    }
+
+    /// Positions a row costs in tiles of `p`: tiles along each row when they fit it better
+    /// than the row's stride (14 positions on 14x14 and 28x28 images, 7 on 7x7), else across
+    /// the rows, the positions past each row's end computed and dropped.
+    fn tile_cost(&self, p: usize) -> usize {
+        (self.width.div_ceil(p) * p).min(self.stride)
+    }
+
+    /// Where each tile of `p` positions starts and how many of its positions it keeps.
+    fn tiles(&self, p: usize) -> Vec<(usize, usize)> {
+        if self.width.div_ceil(p) * p <= self.stride {
+            let row = (0..self.width).step_by(p);
+            (0..self.rows())
+                .flat_map(|y| {
+                    row.clone()
+                        .map(move |x| (y * self.stride + x, p.min(self.width - x)))
+                })
+                .collect()
+        } else {
+            let all = (0..self.positions).step_by(p);
+            all.map(|q| (q, p.min(self.positions - q))).collect()
+        }
+    }
+}
+
 /// `[rows, row_stride]`: row `r` of an output at position `(y, x)` goes to
 /// `data[r * row_stride + y * width + x]`.
 pub(super) struct Output<'a> {
@@ -78,7 +107,7 @@ pub(super) fn outputs(
     out: &mut Output,
 ) {
     operand.check(grid.positions);
-    let rows = grid.positions / grid.stride;
+    let rows = grid.rows();
     assert!(
         out.rows <= operand.channels()
             && bias.is_none_or(|bias| bias.len() == operand.channels())
@@ -102,10 +131,16 @@ pub(super) fn outputs(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn outputs_avx512(operand: &Operand, bias: Option<&[f32]>, grid: Grid, out: &mut Output) {
-    // 28 of the 32 registers accumulate; 14 positions also divide the 14x15 and 7x8 grids of
-    // 14x14 and 7x7 images.
+    // 28 of the 32 registers accumulate, or 14 where tiles of 7 fit the rows better (7x7
+    // images).
     // SAFETY: the caller's.
-    unsafe { output_tiles::<Avx512, 14, 2>(operand, bias, grid, out) }
+    unsafe {
+        if grid.tile_cost(7) < grid.tile_cost(14) {
+            output_tiles::<Avx512, 7, 2>(operand, bias, grid, out)
+        } else {
+            output_tiles::<Avx512, 14, 2>(operand, bias, grid, out)
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -126,6 +161,7 @@ unsafe fn output_tiles<V: Lanes, const P: usize, const N: usize>(
 ) {
     let (width, channels) = (V::WIDTH * N, operand.channels());
     let mut tile = [[0.0f32; BLOCK]; P];
+    let tiles = grid.tiles(P);
     for first in (0..out.rows).step_by(width) {
         // SAFETY: the caller's (the CPU has `V`'s features).
         let mut start = [unsafe { V::zero() }; N];
@@ -136,7 +172,7 @@ unsafe fn output_tiles<V: Lanes, const P: usize, const N: usize>(
             }
         }
         let rows = out.rows.min(first + width) - first;
-        for q0 in (0..grid.positions).step_by(P) {
+        for &(q0, kept) in &tiles {
             let mut acc = [start; P];
             // SAFETY (this block): `Operand::check` bounds the reads of the positions up to
             // `q0 + P`, and the weights' `first..first + width` are within a row.
@@ -165,7 +201,7 @@ unsafe fn output_tiles<V: Lanes, const P: usize, const N: usize>(
             }
             // The tile's real positions into the rows of `out`.
             let (mut y, mut x) = (q0 / grid.stride, q0 % grid.stride);
-            for values in tile.iter().take(grid.positions - q0) {
+            for values in tile.iter().take(kept) {
                 if x < grid.width {
                     // SAFETY: `outputs` asserts that every real position of every row lies
                     // in `out.data`.
@@ -195,13 +231,13 @@ pub(super) struct TapImage<'a> {
     pub grads: &'a [f32],
 }
 
-/// `sums[t][r] += Σ_images Σ_{q < positions} src(t, q) · grads[shift + q][r]`: the weight
-/// gradient, `sums` `[taps, channels]`.
+/// `sums[t][r] += Σ_images Σ_q src(t, q) · grads[shift + q][r]` over the real positions `q`
+/// of `grid`: the weight gradient, `sums` `[taps, channels]`.
 pub(super) fn tap_sums(
     isa: InstructionSet,
     images: &[TapImage],
     taps: &[usize],
-    positions: usize,
+    grid: Grid,
     shift: usize,
     sums: &mut [f32],
 ) {
@@ -211,6 +247,7 @@ pub(super) fn tap_sums(
         "conv: sums of {} taps by a multiple of {BLOCK} channels",
         taps.len()
     );
+    let positions = grid.positions;
     let reach = taps.iter().max().copied().unwrap_or(0) + positions;
     for image in images {
         assert!(
@@ -221,7 +258,7 @@ pub(super) fn tap_sums(
     assert!(isa <= InstructionSet::detected(), "{isa} is not available");
     let sums = Sums {
         taps,
-        positions,
+        grid,
         shift,
         channels,
         sums,
@@ -241,7 +278,7 @@ pub(super) fn tap_sums(
 /// [`tap_sums`]'s sizes and destination.
 struct Sums<'a, 'b> {
     taps: &'a [usize],
-    positions: usize,
+    grid: Grid,
     shift: usize,
     channels: usize,
     sums: &'b mut [f32],
@@ -261,7 +298,7 @@ unsafe fn tap_sums_avx2(images: &[TapImage], sums: Sums) {
     unsafe { tap_tiles::<Avx2, 6, 2>(images, sums) }
 }
 
-/// [`tap_sums`] in tiles of `T` taps by `N` vectors of channels, each summed over every
+/// [`tap_sums`] in tiles of `T` taps by `N` vectors of channels, each summed over every real
 /// position of every image before it is added to `sums`.
 #[inline(always)]
 unsafe fn tap_tiles<V: Lanes, const T: usize, const N: usize>(images: &[TapImage], s: Sums) {
@@ -282,19 +319,23 @@ unsafe fn tap_tiles<V: Lanes, const T: usize, const N: usize>(images: &[TapImage
             unsafe {
                 for image in images {
                     let src = image.src.as_ptr();
-                    let mut grads = image.grads.as_ptr().add(s.shift * s.channels + first);
-                    for q in 0..s.positions {
-                        let mut row = [V::zero(); N];
-                        for (v, lanes) in row.iter_mut().enumerate() {
-                            *lanes = V::load(grads.add(v * V::WIDTH));
-                        }
-                        for (acc, &start) in acc.iter_mut().zip(&starts) {
-                            let value = V::splat(src.add(start + q));
-                            for (acc, &row) in acc.iter_mut().zip(&row) {
-                                *acc = acc.mul_add(value, row);
+                    for y in 0..s.grid.rows() {
+                        let begin = y * s.grid.stride;
+                        let at = (s.shift + begin) * s.channels + first;
+                        let mut grads = image.grads.as_ptr().add(at);
+                        for q in begin..begin + s.grid.width {
+                            let mut row = [V::zero(); N];
+                            for (v, lanes) in row.iter_mut().enumerate() {
+                                *lanes = V::load(grads.add(v * V::WIDTH));
                             }
+                            for (acc, &start) in acc.iter_mut().zip(&starts) {
+                                let value = V::splat(src.add(start + q));
+                                for (acc, &row) in acc.iter_mut().zip(&row) {
+                                    *acc = acc.mul_add(value, row);
+                                }
+                            }
+                            grads = grads.add(s.channels);
                         }
-                        grads = grads.add(s.channels);
                     }
                 }
                 for (m, acc) in acc.iter().enumerate().take(real) {
@@ -324,55 +365,60 @@ mod tests {
 
     #[test]
     fn outputs_agree_with_plain_sums_on_every_instruction_set() {
-        // 40 taps (not a multiple of a tile's), 20 of 32 channels real, and a grid of 3 rows
-        // of 9 positions (7 real) that no tile size divides.
+        // 40 taps (not a multiple of a tile's), 20 of 32 channels real, and grids of 3 rows
+        // of 9 positions (7 real) and 2 rows of 16 (14 real): tiles along the rows, of 7 and
+        // of 14 positions, and tiles across them, which no tile size divides.
         let (channels, rows, taps) = (BLOCK, 20, 40);
-        let grid = Grid {
-            positions: 27,
-            stride: 9,
-            width: 7,
-        };
-        let starts: Vec<usize> = (0..taps).map(|t| t * 3 % 50).collect();
-        let src = values(50 + grid.positions + SLACK + 1, 1);
-        let weights = values(taps * channels, 2);
-        let bias = values(channels, 3);
-        let operand = Operand {
-            src: &src,
-            taps: &starts,
-            weights: &weights,
-        };
-        let row_stride = 3 * 7 + 5;
-        let mut fused = None;
-        for isa in InstructionSet::available() {
-            let mut data = vec![f32::NAN; rows * row_stride];
-            let mut out = Output {
-                data: &mut data,
-                rows,
-                row_stride,
+        for (rows_of_grid, stride, width) in [(3, 9, 7), (2, 16, 14)] {
+            let grid = Grid {
+                positions: rows_of_grid * stride,
+                stride,
+                width,
             };
-            outputs(isa, &operand, Some(&bias), grid, &mut out);
-            for r in 0..rows {
-                for q in (0..grid.positions).filter(|q| q % grid.stride < grid.width) {
-                    let exact: f64 = f64::from(bias[r])
-                        + (0..taps)
-                            .map(|t| {
-                                f64::from(src[starts[t] + q]) * f64::from(weights[t * channels + r])
-                            })
-                            .sum::<f64>();
-                    let got = data[r * row_stride + q / grid.stride * grid.width + q % grid.stride];
+            let starts: Vec<usize> = (0..taps).map(|t| t * 3 % 50).collect();
+            let src = values(50 + grid.positions + SLACK + 1, 1);
+            let weights = values(taps * channels, 2);
+            let bias = values(channels, 3);
+            let operand = Operand {
+                src: &src,
+                taps: &starts,
+                weights: &weights,
+            };
+            let real = rows_of_grid * width;
+            let row_stride = real + 5;
+            let mut fused = None;
+            for isa in InstructionSet::available() {
+                let mut data = vec![f32::NAN; rows * row_stride];
+                let mut out = Output {
+                    data: &mut data,
+                    rows,
+                    row_stride,
+                };
+                outputs(isa, &operand, Some(&bias), grid, &mut out);
+                for r in 0..rows {
+                    for q in (0..grid.positions).filter(|q| q % stride < width) {
+                        let exact: f64 = f64::from(bias[r])
+                            + (0..taps)
+                                .map(|t| {
+                                    f64::from(src[starts[t] + q])
+                                        * f64::from(weights[t * channels + r])
+                                })
+                                .sum::<f64>();
+                        let got = data[r * row_stride + q / stride * width + q % stride];
+                        assert!(
+                            (f64::from(got) - exact).abs() < 1e-4,
+                            "{isa}, grid of {stride}: {r}, {q}: {got} vs {exact}"
+                        );
+                    }
+                    // What lies between rows is not written.
                     assert!(
-                        (f64::from(got) - exact).abs() < 1e-4,
-                        "{isa}: {r}, {q}: {got} vs {exact}"
+                        data[r * row_stride + real..(r + 1) * row_stride]
+                            .iter()
+                            .all(|v| v.is_nan())
                     );
                 }
-                // What lies between rows is not written.
-                assert!(
-                    data[r * row_stride + 21..(r + 1) * row_stride]
-                        .iter()
-                        .all(|v| v.is_nan())
-                );
+                same_bits_where_fused(isa, &mut fused, data);
             }
-            same_bits_where_fused(isa, &mut fused, data);
         }
     }
 
@@ -391,7 +437,14 @@ mod tests {
 
     #[test]
     fn tap_sums_agree_with_plain_sums_on_every_instruction_set() {
-        let (channels, taps, positions, shift) = (2 * BLOCK, 17, 23, 3);
+        // Rows of 6 real positions of 8.
+        let (channels, taps, shift) = (2 * BLOCK, 17, 3);
+        let grid = Grid {
+            positions: 24,
+            stride: 8,
+            width: 6,
+        };
+        let positions = grid.positions;
         let starts: Vec<usize> = (0..taps).map(|t| t * 5 % 31).collect();
         let images: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
             .map(|i| {
@@ -409,7 +462,7 @@ mod tests {
         let mut fused = None;
         for isa in InstructionSet::available() {
             let mut sums = before.clone();
-            tap_sums(isa, &tap_images, &starts, positions, shift, &mut sums);
+            tap_sums(isa, &tap_images, &starts, grid, shift, &mut sums);
             for t in 0..taps {
                 for r in 0..channels {
                     let start = starts[t];
@@ -417,7 +470,7 @@ mod tests {
                         + images
                             .iter()
                             .flat_map(|(src, grads)| {
-                                (0..positions).map(move |q| {
+                                (0..positions).filter(|q| q % 8 < 6).map(move |q| {
                                     f64::from(src[start + q])
                                         * f64::from(grads[(shift + q) * channels + r])
                                 })
