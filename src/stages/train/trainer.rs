@@ -377,7 +377,10 @@ impl Run {
             window.add(&loss, outputs.detach(), y, batch.len());
             let grads = GradientsParams::from_grads(loss.backward(), &self.network);
             self.network = self.optimizer.step(lr, self.network.clone(), grads);
-            self.average = (self.average.take()).map(|average| average.update(&self.network, step));
+            self.average = self
+                .average
+                .take()
+                .map(|average| average.update(&self.network, step));
             if let Some(chosen) = self.starting.take() {
                 // Waits once for the device, so that the start-up (kernels compiled and tuned
                 // unless the GPU cache held them) is measured, not just queued.

@@ -65,16 +65,21 @@ impl Grid {
         self.positions / self.stride
     }
 
+    /// Positions a row computes in tiles of `p` laid along it.
+    fn row_tiles_cost(&self, p: usize) -> usize {
+        self.width.div_ceil(p) * p
+    }
+
     /// Positions a row costs in tiles of `p`: tiles along each row when they fit it better
     /// than the row's stride (14 positions on 14x14 and 28x28 images, 7 on 7x7), else across
     /// the rows, the positions past each row's end computed and dropped.
     fn tile_cost(&self, p: usize) -> usize {
-        (self.width.div_ceil(p) * p).min(self.stride)
+        self.row_tiles_cost(p).min(self.stride)
     }
 
     /// Where each tile of `p` positions starts and how many of its positions it keeps.
     fn tiles(&self, p: usize) -> Vec<(usize, usize)> {
-        if self.width.div_ceil(p) * p <= self.stride {
+        if self.row_tiles_cost(p) <= self.stride {
             let row = (0..self.width).step_by(p);
             (0..self.rows())
                 .flat_map(|y| {
@@ -470,10 +475,12 @@ mod tests {
                         + images
                             .iter()
                             .flat_map(|(src, grads)| {
-                                (0..positions).filter(|q| q % 8 < 6).map(move |q| {
-                                    f64::from(src[start + q])
-                                        * f64::from(grads[(shift + q) * channels + r])
-                                })
+                                (0..positions).filter(|q| q % grid.stride < grid.width).map(
+                                    move |q| {
+                                        f64::from(src[start + q])
+                                            * f64::from(grads[(shift + q) * channels + r])
+                                    },
+                                )
                             })
                             .sum::<f64>();
                     let got = sums[t * channels + r];
