@@ -24,12 +24,14 @@ use rayon::prelude::*;
 use super::isa::{InstructionSet, simd_kernel};
 use super::supported;
 
-/// Elements per task: five arrays of this many fit a core's L2 cache.
+/// Elements per task: four arrays of this many fit a core's L2 cache.
 const CHUNK: usize = 1 << 14;
-/// Parameters smaller than this are updated by one thread: the next step's products read them
-/// from that thread's caches. With the MLP's 200,000-weight layer spread over two threads, its
-/// training ran at 65,000 samples/s instead of 79,000.
-const PARALLEL_FROM: usize = 1 << 20;
+/// Parameters smaller than this (2 MB, a core's L2 cache) are updated by one thread: the next
+/// step's products read them from that thread's caches. With the MLP's 200,000-weight layer
+/// spread over two threads, its training ran at 65,000 samples/s instead of 79,000. Larger
+/// ones are not in one core's cache anyway: fashion-best's 885,000-weight layer on one thread
+/// left the other idle for 1.5 ms a step.
+const PARALLEL_FROM: usize = 1 << 19;
 
 /// How many elements of a `len`-element parameter one task updates.
 fn chunk_len(len: usize) -> usize {
@@ -246,30 +248,28 @@ fn sgd_kernels<const D: usize>(
 ) -> (Tensor<D>, Option<Tensor<D>>) {
     let pass = Pass::over(&tensor);
     let (chunk, isa) = (pass.chunk, pass.isa);
-    let [p, g] = [tensor, grad].map(flex);
-    let [p, g] = [&p, &g].map(super::f32s);
-    let mut out = vec![0.0f32; p.len()];
-    let chunks = out
-        .par_chunks_mut(chunk)
-        .zip(p.par_chunks(chunk).zip(g.par_chunks(chunk)));
+    let mut p = owned(flex(tensor));
+    let g = flex(grad);
+    let g = super::f32s(&g);
+    let chunks = p.par_chunks_mut(chunk).zip(g.par_chunks(chunk));
     let velocity = match &step.momentum {
         None => {
             let lr = step.lr as f32;
-            chunks.for_each(|(out, (p, g))| sgd(isa, lr, step.penalty, p, g, out));
+            chunks.for_each(|(p, g)| sgd(isa, lr, step.penalty, p, g));
             None
         }
         Some(momentum) => {
             let mut velocity = match velocity {
                 Some(velocity) => owned(flex(velocity)),
-                None => vec![0.0; p.len()],
+                None => vec![0.0; g.len()],
             };
             chunks
                 .zip(velocity.par_chunks_mut(chunk))
-                .for_each(|((out, (p, g)), v)| sgd_momentum(isa, step, momentum, p, g, v, out));
+                .for_each(|((p, g), v)| sgd_momentum(isa, step, momentum, p, g, v));
             Some(pass.tensor(velocity))
         }
     };
-    (pass.tensor(out), velocity)
+    (pass.tensor(p), velocity)
 }
 
 /// The kernels' step in Burn's tensor operations, where the kernels do not apply (wgpu).
@@ -340,8 +340,9 @@ fn kernels_apply<const D: usize>(
         })
 }
 
-/// A kernel of Adam's family: `(isa, step, param, grad, moment 1, moment 2, new param)`.
-type AdaptiveKernel<S> = fn(InstructionSet, &S, &[f32], &[f32], &mut [f32], &mut [f32], &mut [f32]);
+/// A kernel of Adam's family: `(isa, step, param, grad, moment 1, moment 2)`, each updated in
+/// place but the gradient.
+type AdaptiveKernel<S> = fn(InstructionSet, &S, &mut [f32], &[f32], &mut [f32], &mut [f32]);
 
 /// One update of Adam's family: the step's scalars for its step number (`step`), then `kernel`
 /// over the parameter's chunks in parallel; returns the new parameter and momentum state.
@@ -363,17 +364,17 @@ fn adaptive<const D: usize, S: Sync>(
         None => (1, [0, 1].map(|_| vec![0.0; pass.shape.num_elements()])),
     };
     let step = step(time);
-    let [p, g] = [tensor, grad].map(flex);
-    let [p, g] = [&p, &g].map(super::f32s);
-    let mut out = vec![0.0f32; p.len()];
-    out.par_chunks_mut(chunk)
+    let mut p = owned(flex(tensor));
+    let g = flex(grad);
+    let g = super::f32s(&g);
+    p.par_chunks_mut(chunk)
         .zip(moment_1.par_chunks_mut(chunk))
         .zip(moment_2.par_chunks_mut(chunk))
-        .zip(p.par_chunks(chunk).zip(g.par_chunks(chunk)))
-        .for_each(|(((out, m), v), (p, g))| kernel(isa, &step, p, g, m, v, out));
+        .zip(g.par_chunks(chunk))
+        .for_each(|(((p, m), v), g)| kernel(isa, &step, p, g, m, v));
     let [moment_1, moment_2] = [moment_1, moment_2].map(|moment| pass.tensor(moment));
     (
-        pass.tensor(out),
+        pass.tensor(p),
         AdaptiveMomentumState::new(time, moment_1, moment_2),
     )
 }
@@ -448,32 +449,25 @@ impl AdamStep {
 }
 
 simd_kernel! {
-    /// Burn's `Adam`: the moments updated in place, the new parameter into `out`.
-    fn adam(
-        k: &AdamStep,
-        p: &[f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        out: &mut [f32],
-    ) {
+    /// Burn's `Adam`: the parameter and moments updated in place.
+    fn adam(k: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2) = (k.beta_1, k.beta_2);
         let (f1, f2) = (1.0 - b1, 1.0 - b2);
-        let lanes = out.iter_mut().zip(m.iter_mut().zip(v.iter_mut())).zip(p.iter().zip(g));
+        let lanes = p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut()));
         match k.penalty {
             Some(penalty) => {
-                for ((out, (m, v)), (&p, &g)) in lanes {
-                    let g = p * penalty + g;
+                for ((p, &g), (m, v)) in lanes {
+                    let g = *p * penalty + g;
                     *m = *m * b1 + g * f1;
                     *v = *v * b2 + g * g * f2;
-                    *out = p - *m * k.factor / (v.sqrt() + k.epsilon) * k.lr;
+                    *p -= *m * k.factor / (v.sqrt() + k.epsilon) * k.lr;
                 }
             }
             None => {
-                for ((out, (m, v)), (&p, &g)) in lanes {
+                for ((p, &g), (m, v)) in lanes {
                     *m = *m * b1 + g * f1;
                     *v = *v * b2 + g * g * f2;
-                    *out = p - *m * k.factor / (v.sqrt() + k.epsilon) * k.lr;
+                    *p -= *m * k.factor / (v.sqrt() + k.epsilon) * k.lr;
                 }
             }
         }
@@ -510,67 +504,53 @@ impl AdamWStep {
 }
 
 simd_kernel! {
-    /// Burn's `AdamW`: the moments updated in place, the new parameter into `out`.
-    fn adamw(
-        k: &AdamWStep,
-        p: &[f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        out: &mut [f32],
-    ) {
+    /// Burn's `AdamW`: the parameter and moments updated in place.
+    fn adamw(k: &AdamWStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2) = (k.beta_1, k.beta_2);
         let (f1, f2) = (1.0 - b1, 1.0 - b2);
         let keep = k.keep;
-        for ((out, (m, v)), (&p, &g)) in out.iter_mut().zip(m.iter_mut().zip(v.iter_mut())).zip(p.iter().zip(g)) {
+        for ((p, &g), (m, v)) in p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut())) {
             *m = *m * b1 + g * f1;
             *v = *v * b2 + g * g * f2;
             let delta = *m / k.correction_1 / ((*v / k.correction_2).sqrt() + k.epsilon);
             let decayed = match keep {
-                Some(keep) => p * keep,
-                None => p,
+                Some(keep) => *p * keep,
+                None => *p,
             };
-            *out = decayed - delta * k.lr;
+            *p = decayed - delta * k.lr;
         }
     }
 }
 
 simd_kernel! {
-    /// Burn's `Sgd` with momentum: the velocity updated in place (on the first step, set to the
-    /// gradient), the new parameter into `out`.
-    fn sgd_momentum(
-        k: &SgdStep,
-        m: &MomentumStep,
-        p: &[f32],
-        g: &[f32],
-        v: &mut [f32],
-        out: &mut [f32],
-    ) {
+    /// Burn's `Sgd` with momentum: the parameter and velocity updated in place (on the first
+    /// step, the velocity set to the gradient).
+    fn sgd_momentum(k: &SgdStep, m: &MomentumStep, p: &mut [f32], g: &[f32], v: &mut [f32]) {
         let (lr, keep) = (k.lr as f32, m.keep as f32);
-        for ((out, v), (&p, &g)) in out.iter_mut().zip(v.iter_mut()).zip(p.iter().zip(g)) {
+        for ((p, &g), v) in p.iter_mut().zip(g).zip(v.iter_mut()) {
             let g = match k.penalty {
-                Some(penalty) => p * penalty + g,
+                Some(penalty) => *p * penalty + g,
                 None => g,
             };
             *v = if m.first { g } else { g * keep + *v * m.momentum };
             let g = if m.nesterov { *v * m.momentum + g } else { *v };
-            *out = p - g * lr;
+            *p -= g * lr;
         }
     }
 }
 
 simd_kernel! {
-    /// Burn's `Sgd` without momentum: the new parameter into `out`.
-    fn sgd(lr: f32, penalty: Option<f32>, p: &[f32], g: &[f32], out: &mut [f32]) {
+    /// Burn's `Sgd` without momentum: the parameter updated in place.
+    fn sgd(lr: f32, penalty: Option<f32>, p: &mut [f32], g: &[f32]) {
         match penalty {
             Some(penalty) => {
-                for (out, (&p, &g)) in out.iter_mut().zip(p.iter().zip(g)) {
-                    *out = p - (p * penalty + g) * lr;
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p -= (*p * penalty + g) * lr;
                 }
             }
             None => {
-                for (out, (&p, &g)) in out.iter_mut().zip(p.iter().zip(g)) {
-                    *out = p - g * lr;
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p -= g * lr;
                 }
             }
         }
@@ -604,11 +584,11 @@ mod tests {
             penalty: Some(0.01),
         };
         let run = |isa| {
-            let (mut m, mut v, mut out) = (wave(0.5), wave(0.25), vec![0.0; n]);
+            let (mut out, mut m, mut v) = (p.clone(), wave(0.5), wave(0.25));
             v.iter_mut().for_each(|v| *v = v.abs());
-            adam(isa, &step, &p, &g, &mut m, &mut v, &mut out);
-            let mut sgd_out = vec![0.0; n];
-            sgd(isa, 0.1, None, &p, &g, &mut sgd_out);
+            adam(isa, &step, &mut out, &g, &mut m, &mut v);
+            let mut sgd_out = p.clone();
+            sgd(isa, 0.1, None, &mut sgd_out, &g);
             [out, m, v, sgd_out]
                 .map(|values| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
         };

@@ -140,7 +140,8 @@ pub fn train(
             break;
         }
         let epoch_started = Instant::now();
-        let totals = run.epoch(config, &data, epoch, &device, &mut sinks, &mut clock)?;
+        let (trained, totals) = run.epoch(config, &data, epoch, &device, &mut sinks, &mut clock)?;
+        run = trained;
         let training_seconds = epoch_started.elapsed().as_secs_f64();
         // The network the model would keep: the average of the weights when there is one.
         let network = run.evaluated();
@@ -330,18 +331,20 @@ impl Run {
         }
     }
 
-    /// One pass over the shuffled training data, from where a checkpoint left it. Never inlined,
-    /// so that `make profile` finds the training loop by its name.
+    /// One pass over the shuffled training data, from where a checkpoint left it. It takes the
+    /// run by value so that each step hands the optimizer the only handle on the weights, which
+    /// it then updates where they lie. Never inlined, so that `make profile` finds the training
+    /// loop by its name.
     #[inline(never)]
     fn epoch(
-        &mut self,
+        mut self,
         config: &TrainConfig,
         data: &DeviceData,
         epoch: usize,
         device: &Device,
         sinks: &mut Sinks,
         clock: &mut CheckpointClock,
-    ) -> Result<Totals> {
+    ) -> Result<(Self, Totals)> {
         let t = &config.training;
         let steps_per_epoch = data.len().div_ceil(t.batch_size);
         let total_steps = steps_per_epoch * t.epochs;
@@ -376,7 +379,7 @@ impl Run {
             let loss = evaluate::loss(t.loss, t.label_smoothing, outputs.clone(), y.clone());
             window.add(&loss, outputs.detach(), y, batch.len());
             let grads = GradientsParams::from_grads(loss.backward(), &self.network);
-            self.network = self.optimizer.step(lr, self.network.clone(), grads);
+            self.network = self.optimizer.step(lr, self.network, grads);
             self.average = self
                 .average
                 .take()
@@ -424,7 +427,7 @@ impl Run {
                     sums,
                     reported: window.reported,
                 };
-                let path = clock.save(self, config, step, Some((epoch, position)), sinks)?;
+                let path = clock.save(&self, config, step, Some((epoch, position)), sinks)?;
                 let kept = format!(
                     "the checkpoint of epoch {epoch}, batch {} of {steps_per_epoch} is kept in {}",
                     i + 1,
@@ -444,12 +447,13 @@ impl Run {
         }
         // The epoch's last batch is always reported: the sums are complete.
         let sums = window.reported;
-        Ok(Totals {
+        let totals = Totals {
             loss: f64::from(sums.loss),
             correct: sums.correct,
             samples: sums.samples,
             samples_now: sums.samples - start.sums.samples,
-        })
+        };
+        Ok((self, totals))
     }
 }
 
