@@ -176,13 +176,23 @@ fn batch_norm_matches_burn_in_training_and_evaluation() {
     assert_same_batch_norm([4, 3, 7, 5], &device);
     assert_same_batch_norm([1, 5, 9, 9], &device);
     assert_same_batch_norm([33, 17], &device);
+    // Dense channels in blocks of 64, the last one short.
+    assert_same_batch_norm([40, 150], &device);
 }
 
 #[test]
 fn batch_norm_gradients_do_not_depend_on_the_thread_count() {
     let (device, _generator) = device();
-    let norm = batch_norm(6, &device);
-    let x = random([24, 6, 9, 9], &device).require_grad();
+    assert_same_gradients_on_one_and_two_threads([24, 6, 9, 9], &device);
+    assert_same_gradients_on_one_and_two_threads([24, 150], &device);
+}
+
+fn assert_same_gradients_on_one_and_two_threads<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+) {
+    let norm = batch_norm(shape[1], device);
+    let x = random(shape, device).require_grad();
     let gradients = |threads: usize| {
         on_threads(threads, || {
             let y = layers::batch_norm(&norm, x.clone());

@@ -18,6 +18,7 @@
 mod conv;
 mod dropout;
 mod elementwise;
+mod fresh;
 pub mod isa;
 mod lanes;
 mod linear;
@@ -43,7 +44,6 @@ use burn::backend::{
 };
 use burn::prelude::*;
 use burn::tensor::DType;
-use rayon::prelude::*;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuLayers: Backend {
@@ -610,18 +610,4 @@ fn i32s(tensor: &FlexTensor) -> &[i32] {
     tensor
         .as_slice()
         .expect("the max-pool's indices are contiguous i32 tensors")
-}
-
-/// `len` zeros, written by the pool's threads: the large outputs of a step, zeroed by the
-/// thread that allocated them, kept the others waiting.
-fn zeros<T: Copy + Default + Send>(len: usize) -> Vec<T> {
-    /// Values a thread zeroes at a time.
-    const CHUNK: usize = 1 << 15;
-    let mut values = Vec::with_capacity(len);
-    values.spare_capacity_mut()[..len]
-        .par_chunks_mut(CHUNK)
-        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(T::default())));
-    // SAFETY: each of the first `len` values was written just above.
-    unsafe { values.set_len(len) };
-    values
 }

@@ -18,10 +18,12 @@ mod tiles;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::TensorData;
+use rayon::iter::Either;
 use rayon::prelude::*;
 
+use super::fresh::Fresh;
 use super::isa::InstructionSet;
-use super::{Grads, f32s, i32s, pool, reduce, zeros};
+use super::{Grads, f32s, i32s, pool, reduce};
 use tiles::{BLOCK, Grid, Operand, Output, SLACK, TapImage};
 
 /// A convolution: `[n, o, oh, ow]`.
@@ -34,13 +36,14 @@ pub(super) fn forward(
     let g = Geometry::of(&x, &weight, pad);
     let [x, weight, bias] = [x, weight, bias].map(|t| t.to_contiguous());
     let weights = Weights::forward(&g, f32s(&weight), f32s(&bias));
-    let mut y = zeros(g.image[0] * g.output_len());
+    let mut y = Fresh::new(g.image[0] * g.output_len());
     y.par_chunks_mut(g.output_len())
         .zip(f32s(&x).par_chunks(g.image_len()))
         .for_each_init(
             || vec![0.0; g.padded_len()],
             |padded, (y, x)| weights.convolve(&g, x, padded, y),
         );
+    let y = y.into_vec();
     let [n, _, _, _] = g.image;
     let [oh, ow] = g.output();
     FlexTensor::from_data(TensorData::new(y, [n, g.filters, oh, ow]))
@@ -61,8 +64,8 @@ pub(super) fn forward_pooled(
     let weights = Weights::forward(&g, f32s(&weight), f32s(&bias));
     let [ph, pw] = g.output().map(|side| side / size);
     let pooled_len = g.filters * ph * pw;
-    let mut pooled = zeros(g.image[0] * pooled_len);
-    let mut argmax = zeros(pooled.len());
+    let mut pooled = Fresh::new(g.image[0] * pooled_len);
+    let mut argmax = Fresh::new(g.image[0] * pooled_len);
     pooled
         .par_chunks_mut(pooled_len)
         .zip(argmax.par_chunks_mut(pooled_len))
@@ -75,8 +78,9 @@ pub(super) fn forward_pooled(
             },
         );
     let shape = [g.image[0], g.filters, ph, pw];
+    let argmax: Vec<i32> = argmax.into_vec();
     (
-        FlexTensor::from_data(TensorData::new(pooled, shape)),
+        FlexTensor::from_data(TensorData::new(pooled.into_vec(), shape)),
         FlexTensor::from_data(TensorData::new(argmax, shape)),
     )
 }
@@ -148,70 +152,63 @@ fn backward_images<'a>(
     let [n, c, h, wd] = g.image;
     let flipped = input_grad.then(|| Weights::flipped(&g, w));
 
-    let mut dx = input_grad.then(|| zeros(n * g.image_len()));
-    let dx_images: Vec<Option<&mut [f32]>> = match dx.as_mut() {
-        Some(dx) => dx.chunks_mut(g.image_len()).map(Some).collect(),
-        None => (0..n).map(|_| None).collect(),
+    let mut dx = input_grad.then(|| Fresh::new(n * g.image_len()));
+    let dx_images = match dx.as_mut() {
+        Some(dx) => Either::Left(dx.par_chunks_mut(g.image_len()).map(Some)),
+        None => Either::Right((0..n).into_par_iter().map(|_| None)),
     };
     // Fixed groups of images, summed in order: the same gradients whatever the thread count
     // and however the work is split between threads.
-    let partials: Vec<Sums> = dx_images
-        .into_par_iter()
+    let (k, columns) = (g.patch(), g.filter_columns());
+    let groups = n.div_ceil(g.group());
+    let mut partial_weights = Fresh::new(groups * k * columns);
+    let mut partial_biases = Fresh::new(groups * g.filters);
+    dx_images
         .zip(x.par_chunks(g.image_len()))
         .zip(grads)
         .chunks(g.group())
-        .map_init(
+        .zip(partial_weights.par_chunks_mut(k * columns))
+        .zip(partial_biases.par_chunks_mut(g.filters))
+        .for_each_init(
             || Buffers::new(&g),
-            |buffers, images| {
-                let mut sums = Sums::new(&g);
-                buffers.backward(&g, flipped.as_ref(), images, &mut sums);
-                sums
+            |buffers, ((images, dweight_t), dbias)| {
+                let sums = Sums { dweight_t, dbias };
+                buffers.backward(&g, flipped.as_ref(), images, sums);
             },
-        )
-        .collect();
-    let Sums {
-        mut dweight_t,
-        mut dbias,
-    } = Sums::new(&g);
+        );
+    let [partial_weights, partial_biases] = [partial_weights, partial_biases].map(Fresh::into_vec);
+    let mut dweight_t = vec![0.0; k * columns];
     // Each value summed over the tasks in order (the same sums at any thread count), the
     // values spread over the threads: a large layer's tasks have millions of them a step.
     dweight_t
         .par_chunks_mut(SUM_CHUNK)
         .enumerate()
         .for_each(|(chunk, sum)| {
-            for partial in &partials {
-                add(sum, &partial.dweight_t[chunk * SUM_CHUNK..]);
+            for partial in partial_weights.chunks(k * columns) {
+                add(sum, &partial[chunk * SUM_CHUNK..]);
             }
         });
-    for partial in &partials {
-        add(&mut dbias, &partial.dbias);
+    let mut dbias = vec![0.0; g.filters];
+    for partial in partial_biases.chunks(g.filters) {
+        add(&mut dbias, partial);
     }
-    let (k, columns) = (g.patch(), g.filter_columns());
     let dweight: Vec<f32> = (0..g.filters)
         .flat_map(|o| dweight_t[o..].iter().step_by(columns).take(k).copied())
         .collect();
     let [kh, kw] = g.kernel;
     Grads {
-        x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx, [n, c, h, wd]))),
+        x: dx.map(|dx| FlexTensor::from_data(TensorData::new(dx.into_vec(), [n, c, h, wd]))),
         weight: FlexTensor::from_data(TensorData::new(dweight, [g.filters, c, kh, kw])),
         bias: FlexTensor::from_data(TensorData::new(dbias, [g.filters])),
     }
 }
 
-/// A task's sums over its images. The weight gradient is summed transposed, `[k, o]` with
-/// `o` padded to a multiple of [`BLOCK`], as [`tiles::tap_sums`] computes it.
-struct Sums {
-    dweight_t: Vec<f32>,
-    dbias: Vec<f32>,
-}
-
-impl Sums {
-    fn new(g: &Geometry) -> Self {
-        Self {
-            dweight_t: vec![0.0; g.patch() * g.filter_columns()],
-            dbias: vec![0.0; g.filters],
-        }
-    }
+/// A task's sums over its images, from zero: its parts of the step's partial sums. The weight
+/// gradient is summed transposed, `[k, o]` with `o` padded to a multiple of [`BLOCK`], as
+/// [`tiles::tap_sums`] computes it.
+struct Sums<'a> {
+    dweight_t: &'a mut [f32],
+    dbias: &'a mut [f32],
 }
 
 /// A product's taps and weights: `[taps, channels]`, channels padded to a multiple of
@@ -330,7 +327,7 @@ impl Buffers {
         g: &Geometry,
         flipped: Option<&Weights>,
         images: Vec<BackwardImage>,
-        sums: &mut Sums,
+        sums: Sums,
     ) {
         let isa = InstructionSet::detected();
         let count = images.len();
@@ -339,7 +336,7 @@ impl Buffers {
         for ((((dx, x), dy), padded), grads) in images.into_iter().zip(padded).zip(grads) {
             g.pad(x, padded);
             let planes = flipped.map(|_| &mut self.grad_planes[..]);
-            g.pad_grads(&dy, &self.grad_positions, grads, planes, &mut sums.dbias);
+            g.pad_grads(&dy, &self.grad_positions, grads, planes, sums.dbias);
             if let (Some(flipped), Some(dx)) = (flipped, dx) {
                 let mut out = Output {
                     data: dx,
@@ -364,7 +361,7 @@ impl Buffers {
             &self.taps,
             g.grid(g.output()),
             g.grads_shift(),
-            &mut sums.dweight_t,
+            sums.dweight_t,
         );
     }
 }
