@@ -198,33 +198,54 @@ unsafe fn output_tiles<V: Lanes, const P: usize, const N: usize>(
                     }
                     weights = weights.add(channels);
                 }
-                for (acc, tile) in acc.iter().zip(&mut tile) {
-                    for (v, lanes) in acc.iter().enumerate() {
-                        lanes.store(tile.as_mut_ptr().add(v * V::WIDTH));
-                    }
+            }
+            // Through memory: reading the accumulators in place of a copy kept the compiler
+            // from holding them in registers in the loop above.
+            for (acc, tile) in acc.iter().zip(&mut tile) {
+                for (v, lanes) in acc.iter().enumerate() {
+                    // SAFETY: a row of `tile` holds `N` vectors.
+                    unsafe { lanes.store(tile.as_mut_ptr().add(v * V::WIDTH)) };
                 }
             }
-            // The tile's real positions into the rows of `out`.
-            let (mut y, mut x) = (q0 / grid.stride, q0 % grid.stride);
-            for values in tile.iter().take(kept) {
-                if x < grid.width {
-                    // SAFETY: `outputs` asserts that every real position of every row lies
-                    // in `out.data`.
-                    unsafe {
-                        let at = first * out.row_stride + y * grid.width + x;
-                        let mut to = out.data.as_mut_ptr().add(at);
-                        for &value in &values[..rows] {
-                            *to = value;
-                            to = to.add(out.row_stride);
-                        }
-                    }
-                }
-                x += 1;
-                if x == grid.stride {
-                    (y, x) = (y + 1, 0);
-                }
+            // SAFETY: as above.
+            unsafe { write_tile::<V, P, N>(&tile, q0, kept, grid, first, rows, out) };
+        }
+    }
+}
+
+/// A tile's real positions into the rows `first..first + rows` of `out`, a run along a row
+/// at a time: `tile[m]` holds the rows' values for position `q0 + m`, `N` vectors of them.
+#[inline(always)]
+unsafe fn write_tile<V: Lanes, const P: usize, const N: usize>(
+    tile: &[[f32; BLOCK]; P],
+    q0: usize,
+    kept: usize,
+    grid: Grid,
+    first: usize,
+    rows: usize,
+    out: &mut Output,
+) {
+    let mut m = 0;
+    while m < kept {
+        let (y, x) = ((q0 + m) / grid.stride, (q0 + m) % grid.stride);
+        // Real positions from here to the row's end (none past it).
+        let run = grid.width.saturating_sub(x).min(kept - m);
+        let at = first * out.row_stride + y * grid.width + x;
+        let blocks = (0..N).map(|v| (v, rows.saturating_sub(v * V::WIDTH).min(V::WIDTH)));
+        for (v, lanes) in blocks.filter(|&(_, lanes)| run > 0 && lanes > 0) {
+            // SAFETY (this block): `outputs` asserts that every real position of every row lies
+            // in `out.data`; the CPU has `V`'s features (the caller's).
+            unsafe {
+                let columns: [V; P] =
+                    std::array::from_fn(|m| V::load(tile[m].as_ptr().add(v * V::WIDTH)));
+                let to = out
+                    .data
+                    .as_mut_ptr()
+                    .add(at + v * V::WIDTH * out.row_stride);
+                V::store_transposed(&columns, m, run, lanes, to, out.row_stride);
             }
         }
+        m += (grid.stride - x).min(kept - m);
     }
 }
 
@@ -371,10 +392,11 @@ mod tests {
     #[test]
     fn outputs_agree_with_plain_sums_on_every_instruction_set() {
         // 40 taps (not a multiple of a tile's), 20 of 32 channels real, and grids of 3 rows
-        // of 9 positions (7 real) and 2 rows of 16 (14 real): tiles along the rows, of 7 and
-        // of 14 positions, and tiles across them, which no tile size divides.
+        // of 9 positions (7 real), 2 rows of 16 (14 real) and 3 of 12 (10 real): tiles along
+        // the rows, of 7 and of 14 positions, and tiles across them, which no tile size
+        // divides.
         let (channels, rows, taps) = (BLOCK, 20, 40);
-        for (rows_of_grid, stride, width) in [(3, 9, 7), (2, 16, 14)] {
+        for (rows_of_grid, stride, width) in [(3, 9, 7), (2, 16, 14), (3, 12, 10)] {
             let grid = Grid {
                 positions: rows_of_grid * stride,
                 stride,
