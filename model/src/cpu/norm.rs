@@ -223,22 +223,23 @@ pub(super) fn backward(
     let dx = input_grad.then(|| {
         let m = layout.count();
         // dx = a dy + b x + k, per channel.
-        let coefficients: [Vec<f32>; 3] = std::array::from_fn(|term| {
-            (0..c)
-                .map(|ch| {
-                    let a = f64::from(gamma[ch] * inv[ch]);
-                    if !batch {
-                        return [a as f32, 0.0, 0.0][term];
-                    }
-                    let (sum_dy, sum_dy_centred) = sums[ch];
-                    let inv2 = f64::from(inv[ch]) * f64::from(inv[ch]);
-                    let b = -a * sum_dy_centred / m * inv2;
-                    let k = -a * sum_dy / m - b * f64::from(stats[ch]);
-                    [a as f32, b as f32, k as f32][term]
-                })
-                .collect()
-        });
-        let [a, b, k] = coefficients.each_ref().map(Vec::as_slice);
+        let per_channel: Vec<[f32; 3]> = (0..c)
+            .map(|ch| {
+                let a = f64::from(gamma[ch] * inv[ch]);
+                if !batch {
+                    return [a as f32, 0.0, 0.0];
+                }
+                let (sum_dy, sum_dy_centred) = sums[ch];
+                let inv2 = f64::from(inv[ch]) * f64::from(inv[ch]);
+                let b = -a * sum_dy_centred / m * inv2;
+                let k = -a * sum_dy / m - b * f64::from(stats[ch]);
+                [a as f32, b as f32, k as f32]
+            })
+            .collect();
+        // Each term across the channels, as the dense kernel reads them.
+        let terms: [Vec<f32>; 3] =
+            std::array::from_fn(|term| per_channel.iter().map(|abk| abk[term]).collect());
+        let [a, b, k] = terms.each_ref().map(Vec::as_slice);
         let dx = per_image(&layout, |ch, at, out| {
             let range = at..at + out.len();
             let (dy, x) = (&dy[range.clone()], &x[range]);
