@@ -237,7 +237,7 @@ unsafe fn write_tile<V: Lanes, const P: usize, const N: usize>(
             // in `out.data`; the CPU has `V`'s features (the caller's).
             unsafe {
                 let columns: [V; P] =
-                    std::array::from_fn(|m| V::load(tile[m].as_ptr().add(v * V::WIDTH)));
+                    std::array::from_fn(|i| V::load(tile[i].as_ptr().add(v * V::WIDTH)));
                 let to = out
                     .data
                     .as_mut_ptr()
