@@ -66,6 +66,7 @@ pub(super) fn forward_pooled(
     let pooled_len = g.filters * ph * pw;
     let mut pooled = Fresh::new(g.image[0] * pooled_len);
     let mut argmax = Fresh::new(g.image[0] * pooled_len);
+    let isa = InstructionSet::detected();
     pooled
         .par_chunks_mut(pooled_len)
         .zip(argmax.par_chunks_mut(pooled_len))
@@ -74,7 +75,7 @@ pub(super) fn forward_pooled(
             || (vec![0.0; g.padded_len()], vec![0.0; g.output_len()]),
             |(padded, y), ((pooled, argmax), x)| {
                 weights.convolve(&g, x, padded, y);
-                pool::forward_planes(y, g.output(), size, pooled, argmax);
+                pool::forward_planes(isa, y, g.output(), size, pooled, argmax);
             },
         );
     let shape = [g.image[0], g.filters, ph, pw];
