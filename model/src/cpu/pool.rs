@@ -119,9 +119,9 @@ mod avx512 {
         pooled: &mut [f32],
         argmax: &mut [i32],
     ) {
+        // The slices below check `pair`, and `forward_planes` that a plane's positions fit i32.
         let windows = w / 2;
-        assert!(pair.len() >= 2 * w && pooled.len() >= windows);
-        assert!(argmax.len() >= windows && top + 2 * w <= i32::MAX as usize);
+        assert!(pooled.len() >= windows && argmax.len() >= windows);
         let (upper_left, upper_right) = halves(&pair[..w]);
         let (lower_left, lower_right) = halves(&pair[w..2 * w]);
         let left = _mm512_add_epi32(_mm512_set1_epi32(top as i32), evens());
